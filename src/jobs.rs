@@ -1,0 +1,331 @@
+//! The job queue: adding jobs, claiming them, moving them through their statuses.
+//!
+//! Each call is one statement (one round trip on a warm connection) except where noted. Claims
+//! use `FOR UPDATE SKIP LOCKED` on the partial index `idx_jobs_claim`, so any number of workers
+//! claim each job exactly once and a claim costs the same however many jobs are done.
+
+use chrono::NaiveDateTime;
+use postgres::Row;
+
+use crate::errors::Result;
+use crate::model::{check_id, check_opt_text, check_prompt, check_text, JobStatus, JobType};
+use crate::pool::{Connection, Context, LazyPool};
+
+/// A job as `get_job_by_id` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i32,
+    pub prompt_text: String,
+    pub status: String,
+    pub job_type: String,
+    pub local_path: Option<String>,
+    pub gcs_uri: Option<String>,
+    pub operation_id: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: Option<NaiveDateTime>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+impl Job {
+    fn from_row(r: &Row) -> Self {
+        Job {
+            id: r.get(0),
+            prompt_text: r.get(1),
+            status: r.get(2),
+            job_type: r.get(3),
+            local_path: r.get(4),
+            gcs_uri: r.get(5),
+            operation_id: r.get(6),
+            error_message: r.get(7),
+            created_at: r.get(8),
+            updated_at: r.get(9),
+        }
+    }
+}
+
+/// A job as `get_and_lock_job` returns it (the old keys: id, prompt_text, job_type, created_at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i32,
+    pub prompt_text: String,
+    pub job_type: String,
+    pub created_at: Option<NaiveDateTime>,
+}
+
+/// Prompts per statement in `add_jobs`.
+const BATCH: usize = 10_000;
+
+const ADD_JOB: &str = "
+    WITH inserted AS (
+        INSERT INTO jobs (prompt_text, job_type) VALUES ($1, $2)
+        ON CONFLICT (prompt_text) DO NOTHING
+        RETURNING id, job_type)
+    SELECT id, job_type, true FROM inserted
+    UNION ALL
+    SELECT id, job_type, false FROM jobs WHERE prompt_text = $1
+    LIMIT 1";
+const FIND_BY_PROMPT: &str = "SELECT id, job_type, false FROM jobs WHERE prompt_text = $1";
+
+/// Adds a job; returns its id, or the id of the job that already has this prompt.
+pub fn add_job(pool: &LazyPool, prompt_text: &str, job_type: JobType) -> Result<i32> {
+    check_prompt(prompt_text)?;
+    pool.run(|c| {
+        let row = match c.query_opt(ADD_JOB, &[&prompt_text, &job_type.as_str()]) {
+            Ok(Some(row)) => row,
+            // A concurrent transaction inserted the same prompt after our snapshot was taken:
+            // a new statement sees it.
+            Ok(None) => c
+                .query_one(FIND_BY_PROMPT, &[&prompt_text])
+                .context("adding a job")?,
+            Err(e) => return Err(e).context("adding a job"),
+        };
+        Ok(report_added(&row, job_type))
+    })
+}
+
+fn report_added(row: &Row, job_type: JobType) -> i32 {
+    let (id, existing_type, inserted): (i32, String, bool) = (row.get(0), row.get(1), row.get(2));
+    if inserted {
+        log::info!("added job {id} ({job_type})");
+    } else if existing_type == job_type.as_str() {
+        log::warn!("a job with this prompt already exists: {id}");
+    } else {
+        log::warn!("a job with this prompt already exists: {id}, queued as {existing_type}, not {job_type}");
+    }
+    id
+}
+
+const ADD_JOBS: &str = "
+    INSERT INTO jobs (prompt_text, job_type)
+    SELECT p, $2 FROM unnest($1::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n
+    ON CONFLICT (prompt_text) DO NOTHING";
+
+/// Adds many jobs in one transaction, one statement per 10,000 prompts. Returns how many were
+/// new (prompts already queued are skipped). All or nothing.
+pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Result<u64> {
+    for p in prompts {
+        check_prompt(p)?;
+    }
+    if prompts.is_empty() {
+        return Ok(0);
+    }
+    pool.run(|c| {
+        let mut tx = c.client().transaction().context("adding jobs")?;
+        let mut added = 0;
+        for chunk in prompts.chunks(BATCH) {
+            added += tx
+                .execute(ADD_JOBS, &[&chunk, &job_type.as_str()])
+                .context("adding jobs")?;
+        }
+        tx.commit().context("adding jobs")?;
+        log::info!("added {added} of {} jobs ({job_type})", prompts.len());
+        Ok(added)
+    })
+}
+
+const COUNT_QUEUED: &str = "
+    SELECT count(*) FROM unnest($1::text[]) AS u(p) JOIN jobs j ON j.prompt_text = u.p
+    WHERE j.job_type = $2";
+
+/// The old `add_test_jobs`: adds IMAGE_TEST jobs and returns how many of the given prompts are
+/// now queued as IMAGE_TEST (new or already there), counting each prompt as given.
+pub fn add_test_jobs(pool: &LazyPool, prompts: &[String]) -> Result<u64> {
+    add_jobs(pool, prompts, JobType::ImageTest)?;
+    if prompts.is_empty() {
+        return Ok(0);
+    }
+    let queued = pool.run(|c| {
+        let mut total = 0;
+        for chunk in prompts.chunks(BATCH) {
+            let row = c
+                .query_one(COUNT_QUEUED, &[&chunk, &JobType::ImageTest.as_str()])
+                .context("counting queued jobs")?;
+            total += row.get::<_, i64>(0);
+        }
+        Ok(total)
+    })?;
+    let queued = u64::try_from(queued).unwrap_or_default();
+    log::info!("{queued}/{} test jobs queued", prompts.len());
+    Ok(queued)
+}
+
+const CLAIM: &str = "
+    UPDATE jobs SET status = 'processing'
+    WHERE id = (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND job_type = $1
+        ORDER BY created_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, prompt_text, job_type, created_at";
+
+/// Claims the oldest pending job of a type: it becomes `processing` and is returned to this
+/// caller only. `None` when no job of that type is pending.
+pub fn get_and_lock_job(pool: &LazyPool, job_type: JobType) -> Result<Option<ClaimedJob>> {
+    let row = pool.run(|c| c.query_opt(CLAIM, &[&job_type.as_str()]).context("claiming a job"))?;
+    Ok(row.map(|r| {
+        let job = ClaimedJob {
+            id: r.get(0),
+            prompt_text: r.get(1),
+            job_type: r.get(2),
+            created_at: r.get(3),
+        };
+        log::info!("claimed job {} ({})", job.id, job.job_type);
+        job
+    }))
+}
+
+/// Runs one single-row UPDATE by job id; `true` when the job exists.
+fn update_job(
+    pool: &LazyPool,
+    what: &str,
+    sql: &'static str,
+    job_id: i64,
+    extra: &[Option<&str>],
+) -> Result<bool> {
+    let id = check_id("job_id", job_id)?;
+    let n = pool.run(|c: &mut Connection| {
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id];
+        params.extend(extra.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)));
+        c.execute(sql, &params).context(what)
+    })?;
+    if n == 0 {
+        log::warn!("job {job_id} does not exist; nothing was updated ({what})");
+    } else {
+        log::info!("job {job_id}: {what}");
+    }
+    Ok(n > 0)
+}
+
+/// Marks a job completed, setting `local_path` and `gcs_uri` where given.
+pub fn mark_completed(
+    pool: &LazyPool,
+    job_id: i64,
+    local_path: Option<&str>,
+    gcs_uri: Option<&str>,
+) -> Result<bool> {
+    check_opt_text("local_path", local_path)?;
+    check_opt_text("gcs_uri", gcs_uri)?;
+    update_job(
+        pool,
+        "marked completed",
+        "UPDATE jobs SET status = 'completed', local_path = COALESCE($2, local_path),
+             gcs_uri = COALESCE($3, gcs_uri) WHERE id = $1",
+        job_id,
+        &[local_path, gcs_uri],
+    )
+}
+
+/// Marks a job failed and stores the reason.
+pub fn mark_failed(pool: &LazyPool, job_id: i64, error_message: Option<&str>) -> Result<bool> {
+    check_opt_text("error_message", error_message)?;
+    if let Some(m) = error_message {
+        log::warn!("job {job_id} failed: {m}");
+    }
+    update_job(
+        pool,
+        "marked failed",
+        "UPDATE jobs SET status = 'failed', error_message = $2 WHERE id = $1",
+        job_id,
+        &[error_message],
+    )
+}
+
+/// Marks a job as waiting for a retry.
+pub fn mark_awaiting_retry(pool: &LazyPool, job_id: i64) -> Result<bool> {
+    update_job(
+        pool,
+        "marked awaiting_retry",
+        "UPDATE jobs SET status = 'awaiting_retry' WHERE id = $1",
+        job_id,
+        &[],
+    )
+}
+
+/// Marks a job's generation successful (the file exists remotely and awaits download).
+pub fn mark_generation_successful(pool: &LazyPool, job_id: i64, gcs_uri: &str) -> Result<bool> {
+    check_text("gcs_uri", gcs_uri)?;
+    update_job(
+        pool,
+        "marked generation_successful",
+        "UPDATE jobs SET status = 'generation_successful', gcs_uri = $2 WHERE id = $1",
+        job_id,
+        &[Some(gcs_uri)],
+    )
+}
+
+/// Records the remote operation id of a job.
+pub fn update_operation_id(pool: &LazyPool, job_id: i64, operation_id: &str) -> Result<bool> {
+    check_text("operation_id", operation_id)?;
+    update_job(
+        pool,
+        "operation_id updated",
+        "UPDATE jobs SET operation_id = $2 WHERE id = $1",
+        job_id,
+        &[Some(operation_id)],
+    )
+}
+
+/// Records the GCS URI of a job.
+pub fn update_gcs_uri(pool: &LazyPool, job_id: i64, gcs_uri: &str) -> Result<bool> {
+    check_text("gcs_uri", gcs_uri)?;
+    update_job(
+        pool,
+        "gcs_uri updated",
+        "UPDATE jobs SET gcs_uri = $2 WHERE id = $1",
+        job_id,
+        &[Some(gcs_uri)],
+    )
+}
+
+/// The operation id of a job; `None` when the job has none or does not exist.
+pub fn get_operation_id(pool: &LazyPool, job_id: i64) -> Result<Option<String>> {
+    let id = check_id("job_id", job_id)?;
+    let row = pool.run(|c| {
+        c.query_opt("SELECT operation_id FROM jobs WHERE id = $1", &[&id])
+            .context("reading a job's operation_id")
+    })?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
+/// A job by id; `None` when it does not exist.
+pub fn get_job_by_id(pool: &LazyPool, job_id: i64) -> Result<Option<Job>> {
+    let id = check_id("job_id", job_id)?;
+    let row = pool.run(|c| {
+        c.query_opt(
+            "SELECT id, prompt_text, status, job_type, local_path, gcs_uri, operation_id,
+                    error_message, created_at, updated_at
+             FROM jobs WHERE id = $1",
+            &[&id],
+        )
+        .context("reading a job")
+    })?;
+    Ok(row.as_ref().map(Job::from_row))
+}
+
+/// Puts jobs that have been `processing` for longer than `older_than_seconds` back to
+/// `pending`; returns how many.
+pub fn reset_stuck_jobs(
+    pool: &LazyPool,
+    job_type: Option<JobType>,
+    older_than_seconds: f64,
+) -> Result<u64> {
+    if !(older_than_seconds.is_finite() && older_than_seconds >= 0.0) {
+        return Err(crate::errors::Error::invalid(format!(
+            "older_than_seconds must be zero or more, got {older_than_seconds}"
+        )));
+    }
+    let job_type = job_type.map(JobType::as_str);
+    let n = pool.run(|c| {
+        c.execute(
+            "UPDATE jobs SET status = 'pending'
+             WHERE status = 'processing'
+               AND ($1::text IS NULL OR job_type = $1)
+               AND updated_at < LOCALTIMESTAMP - make_interval(secs => $2)",
+            &[&job_type, &older_than_seconds],
+        )
+        .context("resetting stuck jobs")
+    })?;
+    log::info!("reset {n} stuck jobs to {}", JobStatus::Pending);
+    Ok(n)
+}

@@ -1,0 +1,18 @@
+//! job_manager: a PostgreSQL-backed job queue for Apache Airflow.
+//!
+//! The core (configuration, pool, schema, queue) is plain Rust; `bindings` is the thin PyO3
+//! layer that the Python package `job_manager` loads as `job_manager._internal`.
+
+pub mod config;
+pub mod downloads;
+pub mod errors;
+pub mod jobs;
+pub mod model;
+pub mod pool;
+pub mod schema;
+pub mod stats;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use errors::{Error, Result};

@@ -1,0 +1,292 @@
+//! The connection pool: r2d2 over r2d2_postgres, built lazily and never shared across `fork()`.
+//!
+//! * Nothing connects until the first call that needs the database.
+//! * The pool remembers the pid that built it. A process forked after that (Airflow forks its
+//!   task processes) builds its own pool and *forgets* the inherited one without closing it:
+//!   closing would send a Terminate message down sockets that still belong to the parent.
+//! * Each pooled connection caches its prepared statements, so a hot call is one round trip
+//!   (Bind/Execute), like `pgbench -M prepared`.
+//! * A connection that the server closed (restart, idle timeout) is discarded and the call is
+//!   retried on another one, so callers see a restart as a slower call, not an error.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+use r2d2::ManageConnection;
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::config::Settings;
+use crate::errors::{Error, Result};
+
+/// Parameters of a statement.
+pub type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// A pooled connection and its prepared statements.
+pub struct Connection {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Connection {
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs `f` with the cached statement for `sql`; forgets the cache on any error, so a
+    /// statement invalidated by a schema change is prepared afresh next time.
+    fn with_statement<T>(
+        &mut self,
+        sql: &'static str,
+        f: impl FnOnce(&mut Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let result = self
+            .prepared(sql)
+            .and_then(|statement| f(&mut self.client, &statement));
+        if result.is_err() {
+            self.statements.clear();
+        }
+        result
+    }
+
+    pub fn query(&mut self, sql: &'static str, params: &Params) -> Result<Vec<Row>, postgres::Error> {
+        self.with_statement(sql, |c, s| c.query(s, params))
+    }
+
+    pub fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &Params,
+    ) -> Result<Option<Row>, postgres::Error> {
+        self.with_statement(sql, |c, s| c.query_opt(s, params))
+    }
+
+    pub fn query_one(&mut self, sql: &'static str, params: &Params) -> Result<Row, postgres::Error> {
+        self.with_statement(sql, |c, s| c.query_one(s, params))
+    }
+
+    pub fn execute(&mut self, sql: &'static str, params: &Params) -> Result<u64, postgres::Error> {
+        self.with_statement(sql, |c, s| c.execute(s, params))
+    }
+
+    /// The raw client, for transactions, COPY and DDL (no statement caching).
+    pub fn client(&mut self) -> &mut Client {
+        self.statements.clear();
+        &mut self.client
+    }
+}
+
+/// r2d2's manager: r2d2_postgres's, with a statement cache on each connection.
+struct Manager(PostgresConnectionManager<NoTls>);
+
+impl ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        Ok(Connection {
+            client: self.0.connect()?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        self.0.has_broken(&mut conn.client)
+    }
+}
+
+struct Built {
+    pid: u32,
+    pool: r2d2::Pool<Manager>,
+}
+
+/// Size, idle and in-use connections of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub max_size: u32,
+    pub size: u32,
+    pub idle: u32,
+    pub in_use: u32,
+}
+
+/// A pool that is built on first use and rebuilt after `fork()`.
+pub struct LazyPool {
+    settings: Settings,
+    slot: Mutex<Option<Built>>,
+}
+
+impl LazyPool {
+    pub fn new(settings: Settings) -> Self {
+        LazyPool {
+            settings,
+            slot: Mutex::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Built>> {
+        // The slot holds no invariant a panic could break: recover from poisoning.
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pool of this process, building it if needed.
+    fn pool(&self) -> Result<r2d2::Pool<Manager>> {
+        let pid = std::process::id();
+        let mut slot = self.lock();
+        if let Some(built) = slot.as_ref() {
+            if built.pid == pid {
+                return Ok(built.pool.clone());
+            }
+            log::debug!("process {pid} was forked from {}: building its own pool", built.pid);
+            forget_inherited(slot.take());
+        }
+        let manager = Manager(PostgresConnectionManager::new(
+            self.settings.pg().clone(),
+            NoTls,
+        ));
+        // One connection up front, so a wrong password or a missing database fails at once
+        // with the server's reason instead of after r2d2's retries until the timeout.
+        drop(manager.connect().map_err(|e| self.connect_error(&e))?);
+        let pool = r2d2::Pool::builder()
+            .max_size(self.settings.pool_size())
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(self.settings.connect_timeout())
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(manager)
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "could not start the connection pool for {}: {e}",
+                    self.settings.redacted_dsn()
+                ))
+            })?;
+        log::debug!(
+            "connection pool for {} ready (max {} connections)",
+            self.settings.redacted_dsn(),
+            self.settings.pool_size()
+        );
+        *slot = Some(Built {
+            pid,
+            pool: pool.clone(),
+        });
+        Ok(pool)
+    }
+
+    fn connect_error(&self, e: &postgres::Error) -> Error {
+        let what = format!("connecting to {}", self.settings.redacted_dsn());
+        let err = Error::from_postgres(&what, e);
+        let err = match err {
+            Error::Database(m) => Error::Unavailable(m),
+            other => other,
+        };
+        err.scrub(self.settings.password())
+    }
+
+    fn checkout(&self, pool: &r2d2::Pool<Manager>) -> Result<r2d2::PooledConnection<Manager>> {
+        pool.get().map_err(|e| {
+            Error::Unavailable(format!(
+                "no connection to {} within {:.1}s ({e}); is the server running and reachable?",
+                self.settings.redacted_dsn(),
+                self.settings.connect_timeout().as_secs_f64()
+            ))
+            .scrub(self.settings.password())
+        })
+    }
+
+    /// Runs `f` on a pooled connection. When the server closed the connection under it, the
+    /// connection is discarded and `f` runs again on another one (at most once per pool slot,
+    /// plus one fresh connection).
+    pub fn run<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+        let pool = self.pool()?;
+        let attempts = self.settings.pool_size() + 1;
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.checkout(&pool)?;
+            let result = f(&mut conn);
+            match result {
+                Err(e) if conn.client.is_closed() && attempt < attempts => {
+                    log::warn!("the server closed a pooled connection ({e}); retrying on another");
+                    attempt += 1;
+                }
+                other => return other.map_err(|e| e.scrub(self.settings.password())),
+            }
+        }
+    }
+
+    pub fn state(&self) -> PoolState {
+        let slot = self.lock();
+        let max_size = self.settings.pool_size();
+        match slot.as_ref() {
+            Some(built) if built.pid == std::process::id() => {
+                let s = built.pool.state();
+                PoolState {
+                    max_size,
+                    size: s.connections,
+                    idle: s.idle_connections,
+                    in_use: s.connections - s.idle_connections,
+                }
+            }
+            _ => PoolState {
+                max_size,
+                size: 0,
+                idle: 0,
+                in_use: 0,
+            },
+        }
+    }
+
+    /// Closes this process's connections. The next call opens a new pool.
+    pub fn close(&self) {
+        let built = self.lock().take();
+        match built {
+            Some(b) if b.pid == std::process::id() => drop(b),
+            other => forget_inherited(other),
+        }
+    }
+}
+
+impl Drop for LazyPool {
+    fn drop(&mut self) {
+        let built = self
+            .slot
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match built {
+            Some(b) if b.pid == std::process::id() => drop(b),
+            other => forget_inherited(other),
+        }
+    }
+}
+
+/// A pool inherited through `fork()` is leaked on purpose: dropping it would close sockets
+/// that the parent process is still using.
+fn forget_inherited(built: Option<Built>) {
+    if let Some(b) = built {
+        std::mem::forget(b);
+    }
+}
+
+/// Maps a driver error to the crate's error, naming what was being done.
+pub trait Context<T> {
+    fn context(self, what: &str) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T, postgres::Error> {
+    fn context(self, what: &str) -> Result<T> {
+        self.map_err(|e| Error::from_postgres(what, &e))
+    }
+}
