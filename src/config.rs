@@ -153,7 +153,11 @@ fn from_postgres_env(env: &impl Fn(&str) -> Option<String>) -> Result<postgres::
 
 fn redact(pg: &postgres::Config) -> String {
     let user = pg.get_user().unwrap_or("");
-    let secret = if pg.get_password().is_some() { ":***" } else { "" };
+    let secret = if pg.get_password().is_some() {
+        ":***"
+    } else {
+        ""
+    };
     let ports = pg.get_ports();
     let hosts: Vec<String> = pg
         .get_hosts()
@@ -190,7 +194,10 @@ mod tests {
             no_env,
         )
         .unwrap();
-        assert_eq!(s.redacted_dsn(), "postgresql://bob:***@db.example:6543/queue");
+        assert_eq!(
+            s.redacted_dsn(),
+            "postgresql://bob:***@db.example:6543/queue"
+        );
         assert_eq!(s.password(), Some("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
     }
@@ -223,7 +230,10 @@ mod tests {
     #[test]
     fn postgres_variables_have_the_old_defaults() {
         let s = Settings::resolve(None, 4, 10.0, no_env).unwrap();
-        assert_eq!(s.redacted_dsn(), "postgresql://airflow:***@postgres:5432/airflow");
+        assert_eq!(
+            s.redacted_dsn(),
+            "postgresql://airflow:***@postgres:5432/airflow"
+        );
         assert_eq!(s.password(), Some("airflow"));
     }
 

@@ -6,7 +6,9 @@ use chrono::NaiveDateTime;
 use postgres::error::SqlState;
 
 use crate::errors::{Error, Result};
-use crate::model::{check_id, check_non_negative, check_opt_text, check_text, DownloadStatus, FileType};
+use crate::model::{
+    check_id, check_non_negative, check_opt_text, check_text, DownloadStatus, FileType,
+};
 use crate::pool::{Context, LazyPool};
 
 /// A pending download with its job's prompt and type (the old `d.*, j.prompt_text, j.job_type`).
@@ -47,7 +49,13 @@ pub fn add_download_task(
         let row = c.query_one(
             "INSERT INTO download_queue (job_id, remote_url, local_path, file_type, priority)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&job_id, &remote_url, &local_path, &file_type.as_str(), &priority],
+            &[
+                &job_id,
+                &remote_url,
+                &local_path,
+                &file_type.as_str(),
+                &priority,
+            ],
         );
         match row {
             Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => Err(Error::invalid(
@@ -136,9 +144,10 @@ pub fn update_download_status(
     if let Some(size) = file_size {
         check_non_negative("file_size", size)?;
     }
-    let n = pool.run(|c| {
-        let what = "updating a download's status";
-        match status {
+    let n =
+        pool.run(|c| {
+            let what = "updating a download's status";
+            match status {
             DownloadStatus::Downloading => c
                 .execute(
                     "UPDATE download_queue SET status = 'downloading',
@@ -172,7 +181,7 @@ pub fn update_download_status(
                 )
                 .context(what),
         }
-    })?;
+        })?;
     if n == 0 {
         log::warn!("download {download_id} does not exist; nothing was updated");
     } else {

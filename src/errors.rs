@@ -93,7 +93,9 @@ impl Error {
         // No SQLSTATE: an I/O, protocol or closed-connection error, or a conversion error.
         let text = error_chain(err);
         if err.is_closed() || err.source_is_io() {
-            Error::Unavailable(format!("{context}: lost the connection to the server ({text})"))
+            Error::Unavailable(format!(
+                "{context}: lost the connection to the server ({text})"
+            ))
         } else {
             Error::Database(format!("{context}: {text}"))
         }

@@ -162,7 +162,10 @@ const CLAIM: &str = "
 /// Claims the oldest pending job of a type: it becomes `processing` and is returned to this
 /// caller only. `None` when no job of that type is pending.
 pub fn get_and_lock_job(pool: &LazyPool, job_type: JobType) -> Result<Option<ClaimedJob>> {
-    let row = pool.run(|c| c.query_opt(CLAIM, &[&job_type.as_str()]).context("claiming a job"))?;
+    let row = pool.run(|c| {
+        c.query_opt(CLAIM, &[&job_type.as_str()])
+            .context("claiming a job")
+    })?;
     Ok(row.map(|r| {
         let job = ClaimedJob {
             id: r.get(0),
@@ -186,7 +189,11 @@ fn update_job(
     let id = check_id("job_id", job_id)?;
     let n = pool.run(|c: &mut Connection| {
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id];
-        params.extend(extra.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)));
+        params.extend(
+            extra
+                .iter()
+                .map(|v| v as &(dyn postgres::types::ToSql + Sync)),
+        );
         c.execute(sql, &params).context(what)
     })?;
     if n == 0 {

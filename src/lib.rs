@@ -16,3 +16,10 @@ pub mod stats;
 mod bindings;
 
 pub use errors::{Error, Result};
+
+/// The extension module `job_manager._internal`.
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn _internal(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    bindings::register(m)
+}

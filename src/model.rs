@@ -98,7 +98,9 @@ pub fn check_text<'a>(name: &str, value: &'a str) -> Result<&'a str> {
 /// Checks a prompt: not blank, no NUL.
 pub fn check_prompt(value: &str) -> Result<&str> {
     if value.trim().is_empty() {
-        return Err(Error::invalid("prompt_text is empty; pass the text of the prompt"));
+        return Err(Error::invalid(
+            "prompt_text is empty; pass the text of the prompt",
+        ));
     }
     check_text("prompt_text", value)
 }
@@ -119,7 +121,9 @@ pub fn check_id(name: &str, value: i64) -> Result<i32> {
 /// Checks a non-negative count (days, seconds, limits).
 pub fn check_non_negative(name: &str, value: i64) -> Result<i64> {
     if value < 0 {
-        return Err(Error::invalid(format!("{name} must be zero or more, got {value}")));
+        return Err(Error::invalid(format!(
+            "{name} must be zero or more, got {value}"
+        )));
     }
     Ok(value)
 }
@@ -140,7 +144,10 @@ mod tests {
     #[test]
     fn legacy_statuses_map_to_current_ones() {
         for (old, new) in LEGACY_STATUS_MAP {
-            assert!(JobStatus::parse(old).is_err(), "{old} must not be a current status");
+            assert!(
+                JobStatus::parse(old).is_err(),
+                "{old} must not be a current status"
+            );
             assert!(JobStatus::ALL.contains(new));
         }
     }

@@ -55,7 +55,11 @@ impl Connection {
         result
     }
 
-    pub fn query(&mut self, sql: &'static str, params: &Params) -> Result<Vec<Row>, postgres::Error> {
+    pub fn query(
+        &mut self,
+        sql: &'static str,
+        params: &Params,
+    ) -> Result<Vec<Row>, postgres::Error> {
         self.with_statement(sql, |c, s| c.query(s, params))
     }
 
@@ -67,7 +71,11 @@ impl Connection {
         self.with_statement(sql, |c, s| c.query_opt(s, params))
     }
 
-    pub fn query_one(&mut self, sql: &'static str, params: &Params) -> Result<Row, postgres::Error> {
+    pub fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &Params,
+    ) -> Result<Row, postgres::Error> {
         self.with_statement(sql, |c, s| c.query_one(s, params))
     }
 
@@ -150,7 +158,10 @@ impl LazyPool {
             if built.pid == pid {
                 return Ok(built.pool.clone());
             }
-            log::debug!("process {pid} was forked from {}: building its own pool", built.pid);
+            log::debug!(
+                "process {pid} was forked from {}: building its own pool",
+                built.pid
+            );
             forget_inherited(slot.take());
         }
         let manager = Manager(PostgresConnectionManager::new(
@@ -186,9 +197,15 @@ impl LazyPool {
     }
 
     fn connect_error(&self, e: &postgres::Error) -> Error {
-        let what = format!("connecting to {}", self.settings.redacted_dsn());
-        let err = Error::from_postgres(&what, e);
-        let err = match err {
+        let dsn = self.settings.redacted_dsn();
+        let err = match Error::from_postgres(&format!("connecting to {dsn}"), e) {
+            // No SQLSTATE: refused, timed out, unresolvable host.
+            Error::Unavailable(_) | Error::Database(_) if e.as_db_error().is_none() => {
+                Error::Unavailable(format!(
+                    "cannot connect to {dsn} ({}); is the server running and reachable?",
+                    crate::errors::error_chain(e)
+                ))
+            }
             Error::Database(m) => Error::Unavailable(m),
             other => other,
         };

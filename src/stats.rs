@@ -57,11 +57,21 @@ mod tests {
     #[test]
     fn same_layout_as_the_old_print_calls() {
         let mut stats = JobStats::new();
-        stats.entry("IMAGE_TEST".into()).or_default().insert("completed".into(), 3);
-        stats.entry("IMAGE_TEST".into()).or_default().insert("pending".into(), 2);
-        stats.entry("VIDEO_PROD".into()).or_default().insert("failed".into(), 1);
+        stats
+            .entry("IMAGE_TEST".into())
+            .or_default()
+            .insert("completed".into(), 3);
+        stats
+            .entry("IMAGE_TEST".into())
+            .or_default()
+            .insert("pending".into(), 2);
+        stats
+            .entry("VIDEO_PROD".into())
+            .or_default()
+            .insert("failed".into(), 1);
         // What print("\n=== 作业统计信息 ===") / print(f"\n{job_type}:") / ... wrote.
-        let expected = "\n=== 作业统计信息 ===\n\nIMAGE_TEST:\n  completed: 3\n  pending: 2\n  总计: 5\
+        let expected =
+            "\n=== 作业统计信息 ===\n\nIMAGE_TEST:\n  completed: 3\n  pending: 2\n  总计: 5\
                         \n\nVIDEO_PROD:\n  failed: 1\n  总计: 1";
         assert_eq!(format_stats(&stats), expected);
     }

@@ -13,8 +13,8 @@ use postgres::{Client, Transaction};
 use sha2::{Digest, Sha256};
 
 use crate::errors::{Error, Result};
-use crate::model::{JobStatus, LEGACY_STATUS_MAP};
-use crate::pool::Context;
+use crate::model::{check_text, JobStatus, LEGACY_STATUS_MAP};
+use crate::pool::{Context, LazyPool};
 
 /// The table that records applied migrations.
 pub const HISTORY_TABLE: &str = "job_manager_schema_history";
@@ -100,7 +100,10 @@ impl Default for InitOptions {
 }
 
 /// What the history says must still run. Errors when an applied migration was changed.
-pub fn plan<'a>(applied: &[AppliedMigration], known: &'a [Migration]) -> Result<Vec<&'a Migration>> {
+pub fn plan<'a>(
+    applied: &[AppliedMigration],
+    known: &'a [Migration],
+) -> Result<Vec<&'a Migration>> {
     for row in applied {
         match known.iter().find(|m| m.version == row.version) {
             Some(m) if m.checksum() != row.checksum => {
@@ -133,7 +136,9 @@ fn short(checksum: &str) -> &str {
 }
 
 /// The applied migrations, or `None` when the history table does not exist.
-pub fn read_history(client: &mut impl postgres::GenericClient) -> Result<Option<Vec<AppliedMigration>>> {
+pub fn read_history(
+    client: &mut impl postgres::GenericClient,
+) -> Result<Option<Vec<AppliedMigration>>> {
     let exists: bool = client
         .query_one(
             "SELECT to_regclass('job_manager_schema_history') IS NOT NULL",
@@ -164,7 +169,29 @@ pub fn read_history(client: &mut impl postgres::GenericClient) -> Result<Option<
 /// Migrations that `init_database` would apply now.
 pub fn pending(client: &mut Client) -> Result<Vec<String>> {
     let applied = read_history(client)?.unwrap_or_default();
-    Ok(plan(&applied, MIGRATIONS)?.iter().map(|m| m.label()).collect())
+    Ok(plan(&applied, MIGRATIONS)?
+        .iter()
+        .map(|m| m.label())
+        .collect())
+}
+
+/// Whether a table of this name exists in the current schema. The name is a parameter: any
+/// string is just a name, which may not exist.
+pub fn table_exists(pool: &LazyPool, name: &str) -> Result<bool> {
+    check_text("table_name", name)?;
+    pool.run(|c| {
+        let row = c
+            .query_one(
+                "SELECT EXISTS (
+                     SELECT 1 FROM pg_catalog.pg_class c
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relname = $1
+                       AND c.relkind IN ('r', 'p'))",
+                &[&name],
+            )
+            .context("checking whether a table exists")?;
+        Ok(row.get(0))
+    })
 }
 
 /// Applies what is missing; returns the labels of the migrations applied (empty when current).
@@ -177,17 +204,21 @@ pub fn init_database(client: &mut Client, options: InitOptions) -> Result<Vec<St
         }
     }
 
-    let mut tx = client.transaction().context("starting the migration transaction")?;
+    let mut tx = client
+        .transaction()
+        .context("starting the migration transaction")?;
     set_lock_timeout(&mut tx, options.migration_lock_wait)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .map_err(|e| match Error::from_postgres("waiting for another init_database run", &e) {
-            Error::Schema(_) => Error::Schema(format!(
-                "another process has been running init_database for more than {}s; retry \
+        .map_err(
+            |e| match Error::from_postgres("waiting for another init_database run", &e) {
+                Error::Schema(_) => Error::Schema(format!(
+                    "another process has been running init_database for more than {}s; retry \
                  when it has finished",
-                options.migration_lock_wait.as_secs()
-            )),
-            other => other,
-        })?;
+                    options.migration_lock_wait.as_secs()
+                )),
+                other => other,
+            },
+        )?;
     set_lock_timeout(&mut tx, options.lock_timeout)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS job_manager_schema_history (
@@ -228,8 +259,11 @@ pub fn init_database(client: &mut Client, options: InitOptions) -> Result<Vec<St
 
 fn set_lock_timeout(tx: &mut Transaction<'_>, wait: Duration) -> Result<()> {
     // SET does not take parameters; the value is a number we format ourselves.
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", wait.as_millis().max(1)))
-        .context("setting lock_timeout")
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        wait.as_millis().max(1)
+    ))
+    .context("setting lock_timeout")
 }
 
 /// V2's hook: lift the old status constraint and map the oldest layout's statuses.
@@ -297,7 +331,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        let labels: Vec<String> = MIGRATIONS.iter().map(|m| format!("{}.sql", m.label())).collect();
+        let labels: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{}.sql", m.label()))
+            .collect();
         assert_eq!(files, labels);
     }
 
@@ -307,7 +344,12 @@ mod tests {
             assert_eq!(m.checksum().len(), 64);
             assert_eq!(m.checksum(), m.checksum());
         }
-        let a = Migration { version: 9, name: "x", sql: "SELECT 1", hook: None };
+        let a = Migration {
+            version: 9,
+            name: "x",
+            sql: "SELECT 1",
+            hook: None,
+        };
         assert_eq!(
             a.checksum(),
             "e004ebd5b5532a4b85984a62f8ad48a81aa3460c1ca07701f386135d72cdecf5"
@@ -341,7 +383,11 @@ mod tests {
     #[test]
     fn unknown_newer_migrations_are_tolerated() {
         let mut all: Vec<_> = MIGRATIONS.iter().map(applied).collect();
-        all.push(AppliedMigration { version: 99, name: "future".into(), checksum: "f".into() });
+        all.push(AppliedMigration {
+            version: 99,
+            name: "future".into(),
+            checksum: "f".into(),
+        });
         assert!(plan(&all, MIGRATIONS).unwrap().is_empty());
     }
 }

@@ -1,0 +1,192 @@
+"""Type stubs of the compiled module ``job_manager._internal`` (Rust, PyO3)."""
+
+import datetime
+from types import TracebackType
+from typing import Literal, TypedDict, final
+
+from typing_extensions import Self
+
+__version__: str
+SCHEMA_VERSION: int
+"""The newest schema migration this build knows."""
+
+JobType = Literal["IMAGE_TEST", "VIDEO_PROD"]
+DownloadStatus = Literal["pending", "downloading", "completed", "failed"]
+FileType = Literal["image", "video"]
+
+class ClaimedJob(TypedDict):
+    id: int
+    prompt_text: str
+    job_type: str
+    created_at: datetime.datetime | None
+
+class Job(TypedDict):
+    id: int
+    prompt_text: str
+    status: str
+    job_type: str
+    local_path: str | None
+    gcs_uri: str | None
+    operation_id: str | None
+    error_message: str | None
+    created_at: datetime.datetime | None
+    updated_at: datetime.datetime | None
+
+class Download(TypedDict):
+    id: int
+    job_id: int | None
+    remote_url: str
+    local_path: str
+    file_type: str
+    file_size: int | None
+    status: str
+    priority: int | None
+    attempts: int | None
+    max_attempts: int | None
+    error_message: str | None
+    started_at: datetime.datetime | None
+    completed_at: datetime.datetime | None
+    created_at: datetime.datetime | None
+    updated_at: datetime.datetime | None
+    prompt_text: str | None
+    job_type: str | None
+
+class StatusTotals(TypedDict):
+    count: int
+    total_size: int
+
+class DownloadSummary(TypedDict):
+    total_files: int
+    total_downloaded_size: int
+
+class DownloadStats(TypedDict):
+    by_status: dict[str, StatusTotals]
+    by_type: dict[str, dict[str, int]]
+    summary: DownloadSummary
+
+def reset_log_cache() -> None:
+    """Forget cached Python logger levels (call after changing ``job_manager`` log levels)."""
+
+@final
+class PoolStatus:
+    """Connections of a JobManager's pool in this process."""
+
+    @property
+    def max_size(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+
+class JobManager:
+    """A job queue in PostgreSQL, drop-in for the replaced ``JobManager``.
+
+    The DSN is, in order: ``dsn``; ``$JOB_MANAGER_DSN``; else built from ``POSTGRES_HOST``
+    (default ``postgres``), ``POSTGRES_PORT`` (5432), ``POSTGRES_DB``, ``POSTGRES_USER`` and
+    ``POSTGRES_PASSWORD`` (each default ``airflow``). URL and key=value DSNs are accepted.
+
+    Construction does no I/O. The pool opens on first use, is rebuilt in a forked child, and
+    every call that may block releases the GIL.
+
+    Raises:
+        ConfigurationError: the DSN, ``pool_size`` or ``connect_timeout`` is invalid.
+    """
+
+    def __new__(
+        cls,
+        dsn: str | None = None,
+        *,
+        pool_size: int = 4,
+        connect_timeout: float = 10.0,
+    ) -> Self: ...
+    @property
+    def dsn(self) -> str:
+        """The DSN as a URL with the password replaced by ``***``."""
+    @property
+    def pool_size(self) -> int: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+    def close(self) -> None:
+        """Close this process's connections; the next call opens a new pool."""
+    def pool_status(self) -> PoolStatus: ...
+
+    # -- schema -----------------------------------------------------------------------------
+    def check_table_exists(self, table_name: str = "jobs") -> bool:
+        """Whether the table exists in the current schema (the name is a query parameter)."""
+    def init_database(self, *, lock_timeout: float = 5.0) -> list[str]:
+        """Apply the missing migrations and return their labels (``[]`` when current).
+
+        Additive only: never drops a table, a column or a row. Safe to call from many processes
+        at once (an advisory lock serialises them). DDL waits at most ``lock_timeout`` seconds
+        for a table lock, then raises :class:`SchemaError`.
+        """
+    def pending_migrations(self) -> list[str]:
+        """Labels of the migrations ``init_database`` would apply now."""
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, prompt_text: str, job_type: JobType | str) -> int:
+        """Queue a job; return its id, or the id of the job that already has this prompt."""
+    def add_jobs(self, prompts: list[str], job_type: JobType | str) -> int:
+        """Queue many jobs in one transaction (one statement per 10,000); return how many
+        were new. All or nothing."""
+    def add_test_jobs(self, prompts: list[str]) -> int:
+        """Queue IMAGE_TEST jobs; return how many of the prompts are now queued as IMAGE_TEST."""
+    def show_stats(self) -> None:
+        """Print the job counts per type and status in the old format."""
+    def get_job_stats(self) -> dict[str, dict[str, int]]:
+        """``{job_type: {status: count}}``."""
+    def reset_stuck_jobs(
+        self, job_type: JobType | str | None = None, older_than_seconds: float = 3600.0
+    ) -> int:
+        """Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``."""
+    def get_and_lock_job(self, job_type: JobType | str) -> ClaimedJob | None:
+        """Claim the oldest pending job of a type (it becomes ``processing``); each job is
+        claimed by exactly one caller, however many workers. ``None`` when none is pending."""
+    def mark_job_as_completed(
+        self, job_id: int, local_path: str | None = None, gcs_uri: str | None = None
+    ) -> bool:
+        """Mark completed, setting the paths given. ``False`` when the job does not exist."""
+    def mark_job_as_failed(self, job_id: int, error_message: str | None = None) -> bool:
+        """Mark failed and store ``error_message``. ``False`` when the job does not exist."""
+    def mark_job_as_awaiting_retry(self, job_id: int) -> bool: ...
+    def mark_job_as_generation_successful(self, job_id: int, gcs_uri: str) -> bool: ...
+    def update_job_operation_info(self, job_id: int, operation_id: str) -> bool: ...
+    def get_job_operation_id(self, job_id: int) -> str | None: ...
+    def update_job_gcs_uri(self, job_id: int, gcs_uri: str) -> bool: ...
+    def get_job_by_id(self, job_id: int) -> Job | None: ...
+
+    # -- downloads --------------------------------------------------------------------------
+    def add_download_task(
+        self,
+        job_id: int,
+        remote_url: str,
+        local_path: str,
+        file_type: FileType | str,
+        priority: int = 0,
+    ) -> int:
+        """Queue a download for an existing job; return the new download's id."""
+    def get_pending_downloads(
+        self, limit: int = 10, file_type: FileType | str | None = None
+    ) -> list[Download]:
+        """Pending downloads with attempts left, highest priority first, then oldest."""
+    def update_download_status(
+        self,
+        download_id: int,
+        status: DownloadStatus | str,
+        error_message: str | None = None,
+        file_size: int | None = None,
+    ) -> bool:
+        """Move a download to ``status``; ``completed`` also completes its job, atomically.
+        ``False`` when the download does not exist."""
+    def get_download_stats(self) -> DownloadStats: ...
+    def cleanup_old_downloads(self, days: int = 7) -> int:
+        """Delete completed downloads older than ``days``; return how many."""

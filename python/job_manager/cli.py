@@ -1,0 +1,125 @@
+"""The command line: ``python -m job_manager`` or ``job-manager``.
+
+The old script's subcommands and flags (``add -p/-f/-t``, ``stats``, ``reset
+--job-type-filter``) plus ``init``; ``--json`` prints data for scripts. Failures print one line
+to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from job_manager._internal import SCHEMA_VERSION, JobManager
+from job_manager.exceptions import JobManagerError
+
+JOB_TYPES = ("IMAGE_TEST", "VIDEO_PROD")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m job_manager",
+        description="Manage the job queue: add jobs, show statistics, reset stuck jobs, "
+        "create or migrate the schema.",
+    )
+    parser.add_argument(
+        "--dsn",
+        help="PostgreSQL DSN (default: $JOB_MANAGER_DSN, else built from $POSTGRES_*)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
+
+    add = sub.add_parser("add", help="add jobs: one with --prompt, or one per line of --file")
+    add.add_argument("--prompt", "-p", help="the prompt of one job")
+    add.add_argument("--file", "-f", type=Path, help="a file with one prompt per line")
+    add.add_argument("--type", "-t", choices=JOB_TYPES, default="IMAGE_TEST", help="job type")
+
+    sub.add_parser("stats", help="job counts per type and status")
+
+    reset = sub.add_parser("reset", help="put jobs stuck in processing back to pending")
+    reset.add_argument("--job-type-filter", choices=JOB_TYPES, help="only jobs of this type")
+    reset.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="only jobs processing for longer than this (default 3600)",
+    )
+
+    sub.add_parser("init", help="create or migrate the schema (only what is missing)")
+
+    for p in sub.choices.values():
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _read_prompts(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _run(args: argparse.Namespace) -> Any:
+    jm = JobManager(args.dsn)
+    if args.action == "add":
+        if args.file is not None:
+            prompts = _read_prompts(args.file)
+            added = jm.add_jobs(prompts, args.type)
+            text = f"added {added} new {args.type} jobs ({len(prompts)} prompts in {args.file})"
+            return {"added": added, "prompts": len(prompts)}, text
+        if args.prompt is not None:
+            job_id = jm.add_job(args.prompt, args.type)
+            return {"id": job_id}, f"job {job_id}"
+        raise _UsageError("add needs --prompt TEXT or --file PATH")
+    if args.action == "stats":
+        if args.json:
+            return jm.get_job_stats(), None
+        jm.show_stats()
+        return None, None
+    if args.action == "reset":
+        n = jm.reset_stuck_jobs(args.job_type_filter, args.older_than)
+        return {"reset": n}, f"reset {n} stuck jobs"
+    if args.action == "init":
+        applied = jm.init_database()
+        text = (
+            "applied: " + ", ".join(applied)
+            if applied
+            else f"schema is current (V{SCHEMA_VERSION})"
+        )
+        return {"applied": applied, "schema_version": SCHEMA_VERSION}, text
+    raise _UsageError(f"unknown command {args.action}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 1 failure, 2 usage)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet or args.json else logging.INFO,
+        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        data, text = _run(args)
+    except _UsageError as e:
+        parser.error(str(e))  # exits 2
+    except (JobManagerError, OSError, UnicodeDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json and data is not None:
+        print(json.dumps(data, ensure_ascii=False, sort_keys=True))
+    elif text is not None:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

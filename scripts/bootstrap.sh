@@ -1,0 +1,49 @@
+# Sourced by scripts/demo.sh, scripts/test.sh and bench/run.sh: makes sure everything the project
+# needs is here, then builds the release wheel and installs it into .venv.
+#
+#   - Rust (cargo) must be installed (https://rustup.rs); everything else is installed here:
+#   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries;
+#   - .venv with the tools of requirements-dev.txt (through uv, from PyPI);
+#   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release).
+
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing: $*; install these Debian packages (sudo apt-get install $*) and rerun" >&2
+        exit 1
+    fi
+    say "installing Debian packages: $*"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust with rustup (https://rustup.rs) and rerun" >&2
+    exit 1
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-} ]] \
+    && [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
+    apt_install postgresql
+fi
+if [[ ! -x $PY ]]; then
+    say "creating .venv"
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+fi
+if [[ ! -x $VENV/bin/uv ]]; then
+    "$PY" -m pip install -q --disable-pip-version-check uv
+fi
+uv_install() { "$VENV/bin/uv" pip install -q --python "$PY" "$@"; }
+uv_install -r requirements-dev.txt
+
+say "building the wheel (maturin build --release)"
+rm -f dist/job_manager-*.whl
+"$VENV/bin/maturin" build --release --out dist >&2
+uv_install --reinstall --no-deps dist/job_manager-*.whl
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,351 @@
+//! `JobManager`: the Python face of the core. Each method converts its arguments, releases the
+//! GIL for everything that can block (pool checkout, connect, queries), and converts the result.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::convert::{
+    claimed_dict, download_dict, download_stats_dict, job_dict, job_stats_dict, opt_str, Text,
+};
+use crate::config::{Settings, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_POOL_SIZE};
+use crate::errors::Error;
+use crate::model::{DownloadStatus, FileType, JobType};
+use crate::pool::{LazyPool, PoolState};
+use crate::schema::{self, InitOptions};
+use crate::{downloads, jobs, stats};
+
+/// A job queue in PostgreSQL. Construction does no I/O; the pool opens on first use.
+#[pyclass(
+    frozen,
+    subclass,
+    name = "JobManager",
+    module = "job_manager._internal"
+)]
+pub struct JobManager {
+    pool: LazyPool,
+}
+
+/// Connections of a `JobManager`'s pool in this process.
+#[pyclass(
+    frozen,
+    get_all,
+    eq,
+    name = "PoolStatus",
+    module = "job_manager._internal"
+)]
+#[derive(PartialEq)]
+pub struct PoolStatus {
+    /// The most connections the pool opens.
+    max_size: u32,
+    /// Connections open now.
+    size: u32,
+    /// Open connections waiting for a caller.
+    idle: u32,
+    /// Open connections lent to a caller.
+    in_use: u32,
+}
+
+#[pymethods]
+impl PoolStatus {
+    fn __repr__(&self) -> String {
+        format!(
+            "PoolStatus(max_size={}, size={}, idle={}, in_use={})",
+            self.max_size, self.size, self.idle, self.in_use
+        )
+    }
+}
+
+impl From<PoolState> for PoolStatus {
+    fn from(s: PoolState) -> Self {
+        PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            idle: s.idle,
+            in_use: s.in_use,
+        }
+    }
+}
+
+fn job_type(text: &Text) -> PyResult<JobType> {
+    Ok(JobType::parse(text.as_str())?)
+}
+
+fn texts(values: &[Text]) -> Vec<String> {
+    values.iter().map(|t| t.0.clone()).collect()
+}
+
+#[pymethods]
+impl JobManager {
+    #[new]
+    #[pyo3(signature = (dsn=None, *, pool_size=DEFAULT_POOL_SIZE, connect_timeout=DEFAULT_CONNECT_TIMEOUT_S))]
+    fn new(dsn: Option<Text>, pool_size: u32, connect_timeout: f64) -> PyResult<Self> {
+        let settings = Settings::resolve(opt_str(dsn.as_ref()), pool_size, connect_timeout, |k| {
+            std::env::var(k).ok()
+        })?;
+        Ok(JobManager {
+            pool: LazyPool::new(settings),
+        })
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let s = slf.get().pool.settings();
+        Ok(format!(
+            "{}(dsn='{}', pool_size={}, connect_timeout={:?})",
+            slf.get_type().name()?,
+            s.redacted_dsn(),
+            s.pool_size(),
+            s.connect_timeout().as_secs_f64()
+        ))
+    }
+
+    /// The DSN with the password replaced by `***`.
+    #[getter]
+    fn dsn(&self) -> &str {
+        self.pool.settings().redacted_dsn()
+    }
+
+    #[getter]
+    fn pool_size(&self) -> u32 {
+        self.pool.settings().pool_size()
+    }
+
+    #[getter]
+    fn connect_timeout(&self) -> f64 {
+        self.pool.settings().connect_timeout().as_secs_f64()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    /// Closes this process's connections; the next call opens a new pool.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.pool.close());
+    }
+
+    fn pool_status(&self) -> PoolStatus {
+        self.pool.state().into()
+    }
+
+    #[pyo3(signature = (table_name=Text("jobs".to_owned())))]
+    fn check_table_exists(&self, py: Python<'_>, table_name: Text) -> PyResult<bool> {
+        Ok(py.detach(|| schema::table_exists(&self.pool, table_name.as_str()))?)
+    }
+
+    #[pyo3(signature = (*, lock_timeout=5.0))]
+    fn init_database(&self, py: Python<'_>, lock_timeout: f64) -> PyResult<Vec<String>> {
+        if !(lock_timeout.is_finite() && lock_timeout > 0.0) {
+            return Err(Error::invalid(format!(
+                "lock_timeout must be a positive number of seconds, got {lock_timeout}"
+            ))
+            .into());
+        }
+        let options = InitOptions {
+            lock_timeout: std::time::Duration::from_secs_f64(lock_timeout),
+            ..InitOptions::default()
+        };
+        Ok(py.detach(|| {
+            self.pool
+                .run(|c| schema::init_database(c.client(), options))
+        })?)
+    }
+
+    fn pending_migrations(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(py.detach(|| self.pool.run(|c| schema::pending(c.client())))?)
+    }
+
+    fn add_job(&self, py: Python<'_>, prompt_text: Text, job_type: Text) -> PyResult<i32> {
+        let t = self::job_type(&job_type)?;
+        Ok(py.detach(|| jobs::add_job(&self.pool, prompt_text.as_str(), t))?)
+    }
+
+    fn add_jobs(&self, py: Python<'_>, prompts: Vec<Text>, job_type: Text) -> PyResult<u64> {
+        let t = self::job_type(&job_type)?;
+        let prompts = texts(&prompts);
+        Ok(py.detach(|| jobs::add_jobs(&self.pool, &prompts, t))?)
+    }
+
+    fn add_test_jobs(&self, py: Python<'_>, prompts: Vec<Text>) -> PyResult<u64> {
+        let prompts = texts(&prompts);
+        Ok(py.detach(|| jobs::add_test_jobs(&self.pool, &prompts))?)
+    }
+
+    fn show_stats(&self, py: Python<'_>) -> PyResult<()> {
+        let stats = py.detach(|| stats::get_job_stats(&self.pool))?;
+        let text = stats::format_stats(&stats);
+        py.import("builtins")?.getattr("print")?.call1((text,))?;
+        Ok(())
+    }
+
+    fn get_job_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| stats::get_job_stats(&self.pool))?;
+        job_stats_dict(py, &stats)
+    }
+
+    #[pyo3(signature = (job_type=None, older_than_seconds=3600.0))]
+    fn reset_stuck_jobs(
+        &self,
+        py: Python<'_>,
+        job_type: Option<Text>,
+        older_than_seconds: f64,
+    ) -> PyResult<u64> {
+        let t = job_type.as_ref().map(self::job_type).transpose()?;
+        Ok(py.detach(|| jobs::reset_stuck_jobs(&self.pool, t, older_than_seconds))?)
+    }
+
+    fn get_and_lock_job<'py>(
+        &self,
+        py: Python<'py>,
+        job_type: Text,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let t = self::job_type(&job_type)?;
+        let job = py.detach(|| jobs::get_and_lock_job(&self.pool, t))?;
+        job.map(|j| claimed_dict(py, &j)).transpose()
+    }
+
+    #[pyo3(signature = (job_id, local_path=None, gcs_uri=None))]
+    fn mark_job_as_completed(
+        &self,
+        py: Python<'_>,
+        job_id: i64,
+        local_path: Option<Text>,
+        gcs_uri: Option<Text>,
+    ) -> PyResult<bool> {
+        Ok(py.detach(|| {
+            jobs::mark_completed(
+                &self.pool,
+                job_id,
+                opt_str(local_path.as_ref()),
+                opt_str(gcs_uri.as_ref()),
+            )
+        })?)
+    }
+
+    #[pyo3(signature = (job_id, error_message=None))]
+    fn mark_job_as_failed(
+        &self,
+        py: Python<'_>,
+        job_id: i64,
+        error_message: Option<Text>,
+    ) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::mark_failed(&self.pool, job_id, opt_str(error_message.as_ref())))?)
+    }
+
+    fn mark_job_as_awaiting_retry(&self, py: Python<'_>, job_id: i64) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::mark_awaiting_retry(&self.pool, job_id))?)
+    }
+
+    fn mark_job_as_generation_successful(
+        &self,
+        py: Python<'_>,
+        job_id: i64,
+        gcs_uri: Text,
+    ) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::mark_generation_successful(&self.pool, job_id, gcs_uri.as_str()))?)
+    }
+
+    fn update_job_operation_info(
+        &self,
+        py: Python<'_>,
+        job_id: i64,
+        operation_id: Text,
+    ) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::update_operation_id(&self.pool, job_id, operation_id.as_str()))?)
+    }
+
+    fn get_job_operation_id(&self, py: Python<'_>, job_id: i64) -> PyResult<Option<String>> {
+        Ok(py.detach(|| jobs::get_operation_id(&self.pool, job_id))?)
+    }
+
+    fn update_job_gcs_uri(&self, py: Python<'_>, job_id: i64, gcs_uri: Text) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::update_gcs_uri(&self.pool, job_id, gcs_uri.as_str()))?)
+    }
+
+    fn get_job_by_id<'py>(
+        &self,
+        py: Python<'py>,
+        job_id: i64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let job = py.detach(|| jobs::get_job_by_id(&self.pool, job_id))?;
+        job.map(|j| job_dict(py, &j)).transpose()
+    }
+
+    #[pyo3(signature = (job_id, remote_url, local_path, file_type, priority=0))]
+    fn add_download_task(
+        &self,
+        py: Python<'_>,
+        job_id: i64,
+        remote_url: Text,
+        local_path: Text,
+        file_type: Text,
+        priority: i32,
+    ) -> PyResult<i32> {
+        let ft = FileType::parse(file_type.as_str())?;
+        Ok(py.detach(|| {
+            downloads::add_download_task(
+                &self.pool,
+                job_id,
+                remote_url.as_str(),
+                local_path.as_str(),
+                ft,
+                priority,
+            )
+        })?)
+    }
+
+    #[pyo3(signature = (limit=10, file_type=None))]
+    fn get_pending_downloads<'py>(
+        &self,
+        py: Python<'py>,
+        limit: i64,
+        file_type: Option<Text>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let ft = file_type
+            .as_ref()
+            .map(|t| FileType::parse(t.as_str()))
+            .transpose()?;
+        let rows = py.detach(|| downloads::get_pending_downloads(&self.pool, limit, ft))?;
+        let list = PyList::empty(py);
+        for row in &rows {
+            list.append(download_dict(py, row)?)?;
+        }
+        Ok(list)
+    }
+
+    #[pyo3(signature = (download_id, status, error_message=None, file_size=None))]
+    fn update_download_status(
+        &self,
+        py: Python<'_>,
+        download_id: i64,
+        status: Text,
+        error_message: Option<Text>,
+        file_size: Option<i64>,
+    ) -> PyResult<bool> {
+        let st = DownloadStatus::parse(status.as_str())?;
+        Ok(py.detach(|| {
+            downloads::update_download_status(
+                &self.pool,
+                download_id,
+                st,
+                opt_str(error_message.as_ref()),
+                file_size,
+            )
+        })?)
+    }
+
+    fn get_download_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| downloads::get_download_stats(&self.pool))?;
+        download_stats_dict(py, &stats)
+    }
+
+    #[pyo3(signature = (days=7))]
+    fn cleanup_old_downloads(&self, py: Python<'_>, days: i64) -> PyResult<u64> {
+        Ok(py.detach(|| downloads::cleanup_old_downloads(&self.pool, days))?)
+    }
+}
