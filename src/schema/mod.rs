@@ -185,7 +185,7 @@ pub fn table_exists(pool: &LazyPool, name: &str) -> Result<bool> {
                 "SELECT EXISTS (
                      SELECT 1 FROM pg_catalog.pg_class c
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = current_schema() AND c.relname = $1
+                     WHERE n.nspname = current_schema() AND c.relname::text = $1::text
                        AND c.relkind IN ('r', 'p'))",
                 &[&name],
             )
@@ -270,6 +270,20 @@ fn set_lock_timeout(tx: &mut Transaction<'_>, wait: Duration) -> Result<()> {
 fn map_legacy_statuses(tx: &mut Transaction<'_>) -> Result<()> {
     tx.batch_execute("ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_status_check")
         .context("lifting the old jobs status constraint")?;
+    // A mapped row keeps its updated_at: it tells reset_stuck_jobs how long a job has been
+    // stuck, and the mapping is not an event in the job's life.
+    let trigger: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger
+                            WHERE tgrelid = 'jobs'::regclass AND tgname = 'update_jobs_updated_at')",
+            &[],
+        )
+        .context("looking for the updated_at trigger")?
+        .get(0);
+    if trigger {
+        tx.batch_execute("ALTER TABLE jobs DISABLE TRIGGER update_jobs_updated_at")
+            .context("pausing the updated_at trigger")?;
+    }
     for (old, new) in LEGACY_STATUS_MAP {
         let n = tx
             .execute(
@@ -280,6 +294,10 @@ fn map_legacy_statuses(tx: &mut Transaction<'_>) -> Result<()> {
         if n > 0 {
             log::info!("mapped {n} jobs from legacy status '{old}' to '{new}'");
         }
+    }
+    if trigger {
+        tx.batch_execute("ALTER TABLE jobs ENABLE TRIGGER update_jobs_updated_at")
+            .context("resuming the updated_at trigger")?;
     }
     let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
     let unknown = tx

@@ -1,0 +1,149 @@
+"""Test fixtures: a real PostgreSQL server, a fresh database per test.
+
+With ``JOB_MANAGER_TEST_DSN`` (a role that may CREATE DATABASE) the tests use that server;
+otherwise they start a throwaway cluster from the PostgreSQL binaries on this machine
+(scripts/pgcluster.py) and remove it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+import job_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "veo3-legacy"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import pgcluster  # noqa: E402
+
+
+@dataclass
+class Server:
+    """A PostgreSQL server the tests may create databases on."""
+
+    admin_dsn: str
+    cluster: pgcluster.Cluster | None
+
+    @property
+    def password(self) -> str:
+        return conninfo_to_dict(self.admin_dsn).get("password") or ""
+
+    def dsn_for(self, dbname: str) -> str:
+        params = conninfo_to_dict(self.admin_dsn)
+        params["dbname"] = dbname
+        host, port, user = params.get("host"), params.get("port", 5432), params.get("user")
+        pw = params.get("password")
+        auth = f"{user}:{pw}" if pw else f"{user}"
+        return f"postgresql://{auth}@{host}:{port}/{dbname}"
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.admin_dsn, autocommit=True)
+
+    def create_database(self) -> str:
+        name = "jm_test_" + uuid.uuid4().hex[:12]
+        with self.admin() as c:
+            c.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def psql(self, dbname: str, *args: str, input: str | None = None) -> str:
+        """Runs psql with ON_ERROR_STOP against `dbname` (test setup only)."""
+        bindir = Path(self.cluster.bindir) if self.cluster else pgcluster.find_bindir()
+        params = conninfo_to_dict(self.admin_dsn)
+        params["dbname"] = dbname
+        out = subprocess.run(
+            [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", make_conninfo(**params)]
+            + list(args),
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr}")
+        return out.stdout
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    dsn = os.environ.get("JOB_MANAGER_TEST_DSN")
+    if dsn:
+        yield Server(admin_dsn=dsn, cluster=None)
+        return
+    base = Path(tempfile.mkdtemp(prefix="jm-pg-"))
+    cluster = pgcluster.start(base / "cluster")
+    try:
+        yield Server(admin_dsn=cluster.dsn, cluster=cluster)
+    finally:
+        pgcluster.stop(Path(cluster.base))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_log_levels() -> None:
+    # pyo3-log caches logger levels; tests change them with caplog.
+    job_manager.reset_log_cache()
+
+
+@pytest.fixture
+def dbname(server: Server) -> Iterator[str]:
+    name = server.create_database()
+    try:
+        yield name
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def dsn(server: Server, dbname: str) -> str:
+    return server.dsn_for(dbname)
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection]:
+    """An independent connection to the test database, for setting up and asserting."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def bare_jm(dsn: str) -> Iterator[job_manager.JobManager]:
+    """A JobManager on an empty database (no schema yet)."""
+    jm = job_manager.JobManager(dsn, connect_timeout=5)
+    yield jm
+    jm.close()
+
+
+@pytest.fixture
+def jm(bare_jm: job_manager.JobManager) -> job_manager.JobManager:
+    """A JobManager on a database with the current schema."""
+    bare_jm.init_database()
+    return bare_jm
+
+
+def scalar(db: psycopg.Connection, sql: str, *params: object) -> object:
+    row = db.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@pytest.fixture
+def caplog_jm(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog at DEBUG for the job_manager logger tree, with pyo3-log's level cache refreshed."""
+    caplog.set_level("DEBUG", logger="job_manager")
+    job_manager.reset_log_cache()
+    return caplog
