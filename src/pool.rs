@@ -168,9 +168,7 @@ impl LazyPool {
             self.settings.pg().clone(),
             NoTls,
         ));
-        // One connection up front, so a wrong password or a missing database fails at once
-        // with the server's reason instead of after r2d2's retries until the timeout.
-        drop(manager.connect().map_err(|e| self.connect_error(&e))?);
+        self.probe()?;
         let pool = r2d2::Pool::builder()
             .max_size(self.settings.pool_size())
             .min_idle(Some(0))
@@ -194,6 +192,33 @@ impl LazyPool {
             pool: pool.clone(),
         });
         Ok(pool)
+    }
+
+    /// One connection up front, so a wrong password or a missing database fails at once with
+    /// the server's reason instead of after r2d2's retries until the timeout. The driver's
+    /// `connect_timeout` bounds only the TCP connect, not the startup exchange, so the attempt
+    /// runs on its own thread and is abandoned at the deadline: a server that accepts and
+    /// never answers cannot hang the caller.
+    fn probe(&self) -> Result<()> {
+        let config = self.settings.pg().clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("job_manager-connect".into())
+            .spawn(move || {
+                let _ = tx.send(config.connect(NoTls).map(drop));
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start a connect thread: {e}")))?;
+        let timeout = self.settings.connect_timeout();
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.connect_error(&e)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "no answer from {} within {:.1}s (connect_timeout); the server accepted the \
+                 connection but did not complete the login",
+                self.settings.redacted_dsn(),
+                timeout.as_secs_f64()
+            ))),
+        }
     }
 
     fn connect_error(&self, e: &postgres::Error) -> Error {
