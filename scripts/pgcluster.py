@@ -31,9 +31,7 @@ def find_bindir() -> Path:
     """The directory of initdb/pg_ctl/psql: $PG_BINDIR, pg_config, or the newest Debian one."""
     if os.environ.get("PG_BINDIR"):
         return Path(os.environ["PG_BINDIR"])
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2])
-    )
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     if candidates:
         return Path(candidates[-1])
     pg_config = shutil.which("pg_config")

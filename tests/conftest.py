@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import job_manager
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-import job_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "veo3-legacy"
@@ -54,7 +53,7 @@ class Server:
     def create_database(self) -> str:
         name = "jm_test_" + uuid.uuid4().hex[:12]
         with self.admin() as c:
-            c.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+            c.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
         return name
 
     def drop_database(self, name: str) -> None:
@@ -67,8 +66,15 @@ class Server:
         params = conninfo_to_dict(self.admin_dsn)
         params["dbname"] = dbname
         out = subprocess.run(
-            [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", make_conninfo(**params)]
-            + list(args),
+            [
+                str(bindir / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                make_conninfo(**params),
+                *args,
+            ],
             input=input,
             capture_output=True,
             text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 from conftest import scalar
-
 from job_manager import InvalidArgumentError, JobManager
 
 

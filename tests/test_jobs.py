@@ -9,7 +9,6 @@ import threading
 import psycopg
 import pytest
 from conftest import FIXTURES, scalar
-
 from job_manager import InvalidArgumentError, JobManager, SchemaError
 
 
@@ -46,7 +45,11 @@ def test_add_job_stores_text_exactly(jm: JobManager) -> None:
 @pytest.mark.parametrize(
     ("prompt", "job_type", "match"),
     [
-        ("x", "image_test", 'unknown job_type "image_test"; expected one of: IMAGE_TEST, VIDEO_PROD'),
+        (
+            "x",
+            "image_test",
+            'unknown job_type "image_test"; expected one of: IMAGE_TEST, VIDEO_PROD',
+        ),
         ("x", "", "unknown job_type"),
         ("nul\x00byte", "IMAGE_TEST", "NUL"),
         ("", "IMAGE_TEST", "prompt_text is empty"),
@@ -105,7 +108,10 @@ def test_add_test_jobs_counts_like_the_old_one(jm: JobManager) -> None:
     # A prompt queued as VIDEO_PROD is not an IMAGE_TEST job.
     jm.add_job("video only", "VIDEO_PROD")
     assert jm.add_test_jobs(["video only", prompts[0]]) == 1
-    assert jm.get_job_stats() == {"IMAGE_TEST": {"pending": len(prompts)}, "VIDEO_PROD": {"pending": 1}}
+    assert jm.get_job_stats() == {
+        "IMAGE_TEST": {"pending": len(prompts)},
+        "VIDEO_PROD": {"pending": 1},
+    }
 
 
 def test_claims_are_fifo_per_type(jm: JobManager, db: psycopg.Connection) -> None:
@@ -208,7 +214,9 @@ def test_reset_stuck_jobs_only_touches_old_processing_jobs(
         jm.reset_stuck_jobs(older_than_seconds=-5)
 
 
-def test_show_stats_prints_the_old_format(jm: JobManager, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_stats_prints_the_old_format(
+    jm: JobManager, capsys: pytest.CaptureFixture[str]
+) -> None:
     jm.show_stats()
     assert capsys.readouterr().out == "数据库中没有作业\n"
     for i in range(3):

@@ -10,11 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import job_manager
 import psycopg
 import pytest
 from conftest import Server, scalar
-
-import job_manager
 from job_manager import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -73,9 +72,7 @@ def test_context_manager_closes(dsn: str, db: psycopg.Connection) -> None:
     assert settled_backends(db, 0) == 0
 
 
-def test_dsn_from_environment(
-    server: Server, dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dsn_from_environment(server: Server, dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOB_MANAGER_DSN", dsn)
     jm = JobManager()
     assert jm.init_database()
@@ -88,12 +85,21 @@ def test_dsn_from_environment(
     monkeypatch.setenv("POSTGRES_PASSWORD", server.password)
     jm2 = JobManager()
     assert jm2.check_table_exists("jobs") is True
-    assert jm2.dsn == f"postgresql://{params['user']}:***@{params['host']}:{params['port']}/{params['dbname']}"
+    assert (
+        jm2.dsn
+        == f"postgresql://{params['user']}:***@{params['host']}:{params['port']}/{params['dbname']}"
+    )
 
 
 def test_old_defaults_from_postgres_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k in ("JOB_MANAGER_DSN", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB",
-              "POSTGRES_USER", "POSTGRES_PASSWORD"):
+    for k in (
+        "JOB_MANAGER_DSN",
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+    ):
         monkeypatch.delenv(k, raising=False)
     jm = JobManager()
     assert jm.dsn == "postgresql://airflow:***@postgres:5432/airflow"
@@ -211,13 +217,20 @@ def test_unresolvable_host_is_unavailable() -> None:
 
 
 def test_every_error_is_a_job_manager_error() -> None:
-    for cls in (ConfigurationError, DatabaseUnavailableError, job_manager.SchemaError,
-                job_manager.InvalidArgumentError, job_manager.DatabaseError):
+    for cls in (
+        ConfigurationError,
+        DatabaseUnavailableError,
+        job_manager.SchemaError,
+        job_manager.InvalidArgumentError,
+        job_manager.DatabaseError,
+    ):
         assert issubclass(cls, JobManagerError)
     assert issubclass(job_manager.InvalidArgumentError, ValueError)
 
 
-def test_rust_logs_reach_python_logging(jm: JobManager, log_records: list[logging.LogRecord]) -> None:
+def test_rust_logs_reach_python_logging(
+    jm: JobManager, log_records: list[logging.LogRecord]
+) -> None:
     jm.add_job("logged", "IMAGE_TEST")
     mine = [r for r in log_records if r.name.startswith("job_manager")]
     assert any(r.getMessage().startswith("added job ") for r in mine)
@@ -243,9 +256,7 @@ def test_server_restart_is_survived(server: Server, jm: JobManager) -> None:
 
 
 @pytest.mark.slow
-def test_fork_children_get_their_own_pool(
-    dsn: str, jm: JobManager, db: psycopg.Connection
-) -> None:
+def test_fork_children_get_their_own_pool(dsn: str, jm: JobManager, db: psycopg.Connection) -> None:
     jm.add_jobs([f"f{i}" for i in range(20)], "IMAGE_TEST")
     assert jm.get_and_lock_job("IMAGE_TEST") is not None  # the parent's pool is open
     parent_backends = settled_backends(db, 1)

@@ -6,11 +6,10 @@ import multiprocessing as mp
 import threading
 import time
 
+import job_manager
 import psycopg
 import pytest
 from conftest import FIXTURES, Server, scalar
-
-import job_manager
 from job_manager import JobManager, SchemaError
 
 ALL = ["V1__baseline", "V2__job_status_values", "V3__queue_indexes_and_error_message"]
@@ -128,7 +127,10 @@ def test_constraints_of_the_last_layout(jm: JobManager, db: psycopg.Connection) 
     with pytest.raises(psycopg.errors.CheckViolation):
         db.execute("INSERT INTO jobs (prompt_text, job_type) VALUES ('x', 'AUDIO')")
     with pytest.raises(psycopg.errors.CheckViolation):
-        db.execute("INSERT INTO jobs (prompt_text, job_type, status) VALUES ('x', 'IMAGE_TEST', 'submitted')")
+        db.execute(
+            "INSERT INTO jobs (prompt_text, job_type, status) "
+            "VALUES ('x', 'IMAGE_TEST', 'submitted')"
+        )
     db.execute(
         "INSERT INTO jobs (prompt_text, job_type, status) "
         "VALUES ('y', 'VIDEO_PROD', 'generation_successful')"
@@ -234,8 +236,11 @@ def test_oldest_layout_is_migrated_keeping_rows_and_columns(
         ).fetchall()
     }
     assert after.keys() == before.keys()
-    mapped = {"submitted": "processing", "poll_completed": "generation_successful",
-              "awaiting_manual_retry": "awaiting_retry"}
+    mapped = {
+        "submitted": "processing",
+        "poll_completed": "generation_successful",
+        "awaiting_manual_retry": "awaiting_retry",
+    }
     for job_id, old in before.items():
         new = after[job_id]
         assert new[2] == mapped.get(old[2], old[2])
@@ -244,8 +249,12 @@ def test_oldest_layout_is_migrated_keeping_rows_and_columns(
     assert scalar(db, "SELECT prompt_text FROM jobs WHERE id = 23") == tab_prompt
     messages = [r.getMessage() for r in caplog_jm.records]
     assert "mapped 2 jobs from legacy status 'submitted' to 'processing'" in messages
-    assert "mapped 1 jobs from legacy status 'poll_completed' to 'generation_successful'" in messages
-    assert "mapped 1 jobs from legacy status 'awaiting_manual_retry' to 'awaiting_retry'" in messages
+    assert (
+        "mapped 1 jobs from legacy status 'poll_completed' to 'generation_successful'" in messages
+    )
+    assert (
+        "mapped 1 jobs from legacy status 'awaiting_manual_retry' to 'awaiting_retry'" in messages
+    )
     # The id sequence continues after the historical ids (setval 43) and the 4 rows above.
     assert bare_jm.add_job("new after migration", "IMAGE_TEST") == 48
 
@@ -253,8 +262,12 @@ def test_oldest_layout_is_migrated_keeping_rows_and_columns(
 def test_unknown_legacy_status_stops_the_migration_and_changes_nothing(
     bare_jm: JobManager, db: psycopg.Connection
 ) -> None:
-    db.execute(OLDEST_LAYOUT.replace("'awaiting_manual_retry']", "'awaiting_manual_retry', 'weird']"))
-    db.execute("INSERT INTO jobs (prompt_text, status, job_type) VALUES ('w', 'weird', 'IMAGE_TEST')")
+    db.execute(
+        OLDEST_LAYOUT.replace("'awaiting_manual_retry']", "'awaiting_manual_retry', 'weird']")
+    )
+    db.execute(
+        "INSERT INTO jobs (prompt_text, status, job_type) VALUES ('w', 'weird', 'IMAGE_TEST')"
+    )
     with pytest.raises(SchemaError, match=r"'weird' \(1 rows\)"):
         bare_jm.init_database()
     # All or nothing: no history table, no download_queue, the row as it was.
