@@ -26,6 +26,12 @@ pub enum Error {
     /// The server refused a statement for a reason that is not one of the above.
     #[error("{0}")]
     Database(String),
+    /// A backup, restore or retention step failed (I/O, pg_dump, refused input).
+    #[error("{0}")]
+    Backup(String),
+    /// A backup file is truncated, edited or not a backup.
+    #[error("{0}")]
+    BackupCorrupt(String),
 }
 
 impl Error {
@@ -46,6 +52,8 @@ impl Error {
             Error::Schema(m) => Error::Schema(clean(m)),
             Error::InvalidArgument(m) => Error::InvalidArgument(clean(m)),
             Error::Database(m) => Error::Database(clean(m)),
+            Error::Backup(m) => Error::Backup(clean(m)),
+            Error::BackupCorrupt(m) => Error::BackupCorrupt(clean(m)),
         }
     }
 

@@ -3,6 +3,7 @@
 //! The core (configuration, pool, schema, queue) is plain Rust; `bindings` is the thin PyO3
 //! layer that the Python package `job_manager` loads as `job_manager._internal`.
 
+pub mod backup;
 pub mod config;
 pub mod downloads;
 pub mod errors;

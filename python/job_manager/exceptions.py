@@ -7,6 +7,8 @@ what to do about it, and never contain a password.
 from __future__ import annotations
 
 __all__ = [
+    "BackupCorruptError",
+    "BackupError",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailableError",
@@ -38,3 +40,11 @@ class InvalidArgumentError(JobManagerError, ValueError):
 
 class DatabaseError(JobManagerError):
     """The server refused a statement for another reason (see the SQLSTATE in the message)."""
+
+
+class BackupError(JobManagerError):
+    """A backup, restore or retention step failed; nothing was lost or half-written."""
+
+
+class BackupCorruptError(BackupError):
+    """A backup file is truncated, edited, or not a backup at all."""

@@ -14,6 +14,8 @@ static UNAVAILABLE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static SCHEMA: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_ARGUMENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DATABASE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static BACKUP: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static BACKUP_CORRUPT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
@@ -23,6 +25,8 @@ impl From<Error> for PyErr {
             Error::Schema(_) => (&SCHEMA, "SchemaError"),
             Error::InvalidArgument(_) => (&INVALID_ARGUMENT, "InvalidArgumentError"),
             Error::Database(_) => (&DATABASE, "DatabaseError"),
+            Error::Backup(_) => (&BACKUP, "BackupError"),
+            Error::BackupCorrupt(_) => (&BACKUP_CORRUPT, "BackupCorruptError"),
         };
         Python::attach(|py| match cell.import(py, MODULE, name) {
             Ok(class) => PyErr::from_type(class.clone(), err.to_string()),

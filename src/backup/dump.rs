@@ -1,0 +1,240 @@
+//! Writing a backup: one REPEATABLE READ, READ ONLY snapshot, streamed out with COPY.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use postgres::{Client, IsolationLevel, Transaction};
+
+use super::format::{HashingWriter, Header, DATA_TABLES, END_MARKER, FORMAT_VERSION};
+use crate::errors::{Error, Result};
+use crate::pool::Context;
+use crate::schema::{self, MIGRATIONS};
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a literal for SQL (standard_conforming_strings on).
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The statement that sets a table's id sequence after a restore: never below the largest id,
+/// and as the backup had it for an empty table.
+pub fn setval_sql(table: &str, value: i64, is_called: bool) -> String {
+    format!(
+        "SELECT pg_catalog.setval(pg_get_serial_sequence('{table}', 'id'), \
+         GREATEST({value}, COALESCE((SELECT max(id) FROM {table}), 0), 1), \
+         {is_called} OR EXISTS (SELECT 1 FROM {table}));"
+    )
+}
+
+/// `ALTER TABLE t ADD COLUMN IF NOT EXISTS ...` for every column of the backup: columns that a
+/// newer or older schema lacks are added (never dropped), so no value is lost.
+pub fn add_columns_sql(table: &str, columns: &[(String, String)]) -> String {
+    let adds: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", quote_ident(name)))
+        .collect();
+    format!("ALTER TABLE {table} {};", adds.join(", "))
+}
+
+pub fn copy_columns(columns: &[(String, String)]) -> String {
+    let names: Vec<String> = columns.iter().map(|(n, _)| quote_ident(n)).collect();
+    format!("({})", names.join(", "))
+}
+
+/// Writes the whole backup of the owned tables to `out`; returns its header.
+pub fn write_backup(
+    client: &mut Client,
+    out: &mut HashingWriter,
+    created_at: DateTime<Utc>,
+) -> Result<Header> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .context("starting the backup snapshot")?;
+    let (header, history) = read_header(&mut tx, created_at)?;
+    write_body(&mut tx, &header, &history, out)?;
+    tx.commit().context("ending the backup snapshot")?;
+    Ok(header)
+}
+
+/// Everything the header records, read in the backup's snapshot.
+fn read_header(
+    tx: &mut Transaction<'_>,
+    created_at: DateTime<Utc>,
+) -> Result<(Header, Vec<schema::AppliedMigration>)> {
+    let Some(history) = schema::read_history(tx)? else {
+        return Err(Error::Schema(
+            "there is nothing to back up: job_manager's tables do not exist here; run \
+             init_database() first"
+                .into(),
+        ));
+    };
+    let server_version: String = tx
+        .query_one("SHOW server_version", &[])
+        .context("reading the server version")?
+        .get(0);
+    let mut header = Header {
+        format_version: FORMAT_VERSION,
+        created_at: Some(created_at),
+        server_version,
+        job_manager_version: env!("CARGO_PKG_VERSION").to_owned(),
+        schema_version: history.iter().map(|h| h.version).max().unwrap_or(0),
+        ..Header::default()
+    };
+    header
+        .rows
+        .insert(schema::HISTORY_TABLE.to_owned(), history.len() as u64);
+    for table in DATA_TABLES {
+        let columns = tx
+            .query(
+                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+                 ORDER BY attnum",
+                &[&table],
+            )
+            .context("reading the table layout")?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        header.columns.insert(table.to_owned(), columns);
+        let count: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .context("counting rows")?
+            .get(0);
+        header
+            .rows
+            .insert(table.to_owned(), u64::try_from(count).unwrap_or_default());
+        let seq: Option<String> = tx
+            .query_one("SELECT pg_get_serial_sequence($1, 'id')", &[&table])
+            .context("finding the id sequence")?
+            .get(0);
+        if let Some(seq) = seq {
+            // `seq` is the server's own, already quoted, qualified name.
+            let row = tx
+                .query_one(&format!("SELECT last_value, is_called FROM {seq}"), &[])
+                .context("reading the id sequence")?;
+            header
+                .sequences
+                .insert(table.to_owned(), (row.get(0), row.get(1)));
+        }
+    }
+    Ok((header, history))
+}
+
+/// The SQL body: schema DDL, TRUNCATE, COPY blocks, history rows, sequences, COMMIT.
+fn write_body(
+    tx: &mut Transaction<'_>,
+    header: &Header,
+    history: &[schema::AppliedMigration],
+    out: &mut HashingWriter,
+) -> Result<()> {
+    let io = |e: io::Error| Error::Backup(format!("writing the backup failed: {e}"));
+    header.write_to(out).map_err(io)?;
+    writeln!(out, "BEGIN;\nSET LOCAL client_min_messages = warning;").map_err(io)?;
+    for m in MIGRATIONS {
+        if history.iter().any(|h| h.version == m.version) {
+            writeln!(
+                out,
+                "-- schema: migration {}\n{}",
+                m.label(),
+                m.sql.trim_end()
+            )
+            .map_err(io)?;
+        }
+    }
+    writeln!(
+        out,
+        "CREATE TABLE IF NOT EXISTS job_manager_schema_history (version integer PRIMARY KEY, \
+         name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT \
+         now(), execution_ms integer NOT NULL);"
+    )
+    .map_err(io)?;
+    for (table, columns) in &header.columns {
+        writeln!(out, "{}", add_columns_sql(table, columns)).map_err(io)?;
+    }
+    writeln!(out, "-- data\nTRUNCATE TABLE download_queue, jobs;").map_err(io)?;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    for table in DATA_TABLES {
+        let cols = copy_columns(&header.columns[table]);
+        writeln!(out, "COPY {table} {cols} FROM stdin;").map_err(io)?;
+        let rows = copy_table(tx, table, &cols, out, started, &mut last_report)?;
+        if rows != header.rows[table] {
+            return Err(Error::Backup(format!(
+                "{table}: counted {} rows but COPY returned {rows} in the same snapshot",
+                header.rows[table]
+            )));
+        }
+        writeln!(out, "\\.").map_err(io)?;
+    }
+    for h in history {
+        let applied_at: String = tx
+            .query_one(
+                "SELECT applied_at::text, execution_ms FROM job_manager_schema_history
+                 WHERE version = $1",
+                &[&h.version],
+            )
+            .context("reading the schema history")?
+            .get(0);
+        writeln!(
+            out,
+            "INSERT INTO job_manager_schema_history (version, name, checksum, applied_at, \
+             execution_ms) VALUES ({}, {}, {}, {}::timestamptz, 0) ON CONFLICT (version) DO NOTHING;",
+            h.version,
+            quote_literal(&h.name),
+            quote_literal(&h.checksum),
+            quote_literal(&applied_at)
+        )
+        .map_err(io)?;
+    }
+    for (table, (value, called)) in &header.sequences {
+        writeln!(out, "{}", setval_sql(table, *value, *called)).map_err(io)?;
+    }
+    writeln!(out, "COMMIT;\n{END_MARKER}").map_err(io)?;
+    Ok(())
+}
+
+/// Streams one table through COPY into `out`; returns the rows written.
+fn copy_table(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    cols: &str,
+    out: &mut HashingWriter,
+    started: Instant,
+    last_report: &mut Instant,
+) -> Result<u64> {
+    let mut reader = tx
+        .copy_out(&format!("COPY {table} {cols} TO STDOUT"))
+        .context(&format!("reading {table}"))?;
+    let mut buf = vec![0u8; 1 << 18];
+    let mut rows = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| Error::Unavailable(format!("reading {table} failed: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        rows += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::Backup(format!("writing the backup failed: {e}")))?;
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            *last_report = Instant::now();
+            log::info!(
+                "backup in progress: {table} {rows} rows, {} MiB written in {:.0}s",
+                out.bytes >> 20,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(rows)
+}
