@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from job_manager._internal import (
     SCHEMA_VERSION,
+    BackupInfo,
     JobManager,
     PoolStatus,
+    RestoreInfo,
     __version__,
+    cleanup_old_backups,
+    list_backups,
     reset_log_cache,
+    verify_backup,
 )
 from job_manager.exceptions import (
+    BackupCorruptError,
+    BackupError,
     ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
@@ -24,6 +31,9 @@ from job_manager.exceptions import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BackupCorruptError",
+    "BackupError",
+    "BackupInfo",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailableError",
@@ -31,7 +41,11 @@ __all__ = [
     "JobManager",
     "JobManagerError",
     "PoolStatus",
+    "RestoreInfo",
     "SchemaError",
     "__version__",
+    "cleanup_old_backups",
+    "list_backups",
     "reset_log_cache",
+    "verify_backup",
 ]

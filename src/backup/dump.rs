@@ -97,7 +97,7 @@ fn read_header(
         let columns = tx
             .query(
                 "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
-                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+                 WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
                  ORDER BY attnum",
                 &[&table],
             )

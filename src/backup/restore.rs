@@ -156,7 +156,7 @@ fn current_columns(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>>
     Ok(tx
         .query(
             "SELECT attname::text FROM pg_attribute
-             WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+             WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
             &[&table],
         )
         .context("reading the table layout")?

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use super::backup::{BackupInfo, RestoreInfo};
 use super::convert::{
     claimed_dict, download_dict, download_stats_dict, job_dict, job_stats_dict, opt_str, Text,
 };
@@ -12,7 +13,7 @@ use crate::errors::Error;
 use crate::model::{DownloadStatus, FileType, JobType};
 use crate::pool::{LazyPool, PoolState};
 use crate::schema::{self, InitOptions};
-use crate::{downloads, jobs, stats};
+use crate::{backup, downloads, jobs, stats};
 
 /// A job queue in PostgreSQL. Construction does no I/O; the pool opens on first use.
 #[pyclass(
@@ -342,6 +343,36 @@ impl JobManager {
     fn get_download_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = py.detach(|| downloads::get_download_stats(&self.pool))?;
         download_stats_dict(py, &stats)
+    }
+
+    /// Backs up the owned tables to `backup_dir`, then keeps the newest `keep` (None: all).
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(10), compress=false))]
+    fn backup_database(
+        &self,
+        py: Python<'_>,
+        backup_dir: std::path::PathBuf,
+        keep: Option<usize>,
+        compress: bool,
+    ) -> PyResult<BackupInfo> {
+        Ok(py
+            .detach(|| backup::backup_database(&self.pool, &backup_dir, keep, compress))?
+            .into())
+    }
+
+    /// Restores a backup (or a plain pg_dump of the replaced system) in one transaction,
+    /// after verifying it and taking a safety backup of the current rows into `backup_dir`.
+    #[pyo3(signature = (path, *, safety_backup=true, backup_dir=std::path::PathBuf::from("backups")))]
+    fn restore_database(
+        &self,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        safety_backup: bool,
+        backup_dir: std::path::PathBuf,
+    ) -> PyResult<RestoreInfo> {
+        let safety_dir = safety_backup.then_some(backup_dir.as_path());
+        Ok(py
+            .detach(|| backup::restore_database(&self.pool, &path, safety_dir))?
+            .into())
     }
 
     #[pyo3(signature = (days=7))]

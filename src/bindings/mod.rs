@@ -1,6 +1,7 @@
 //! The PyO3 layer: converts arguments, releases the GIL around the core, converts results.
 //! No SQL and no queue logic lives here.
 
+mod backup;
 mod convert;
 mod errors;
 mod manager;
@@ -30,6 +31,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SCHEMA_VERSION", crate::schema::latest_version())?;
     m.add_class::<manager::JobManager>()?;
     m.add_class::<manager::PoolStatus>()?;
+    m.add_class::<backup::BackupInfo>()?;
+    m.add_class::<backup::RestoreInfo>()?;
+    m.add_function(wrap_pyfunction!(backup::verify_backup, m)?)?;
+    m.add_function(wrap_pyfunction!(backup::list_backups, m)?)?;
+    m.add_function(wrap_pyfunction!(backup::cleanup_old_backups, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     Ok(())
 }

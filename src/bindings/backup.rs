@@ -1,0 +1,182 @@
+//! Backups from Python: `JobManager.backup_database` / `restore_database` (in manager.rs) and
+//! the module functions that need no database: verify, list, cleanup.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::backup;
+
+/// What a backup file is and holds.
+#[pyclass(frozen, get_all, name = "BackupInfo", module = "job_manager._internal")]
+pub struct BackupInfo {
+    path: String,
+    size_bytes: u64,
+    sha256: String,
+    created_at: Option<DateTime<Utc>>,
+    rows: BTreeMap<String, u64>,
+    duration_s: Option<f64>,
+    format: &'static str,
+    compressed: bool,
+    schema_version: Option<i32>,
+    server_version: Option<String>,
+    problem: Option<String>,
+}
+
+#[pymethods]
+impl BackupInfo {
+    /// Whether the file verified (`problem` is None).
+    #[getter]
+    fn verified(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    /// A JSON-serialisable dict (times as ISO 8601 strings).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("path", &self.path)?;
+        d.set_item("size_bytes", self.size_bytes)?;
+        d.set_item("sha256", &self.sha256)?;
+        d.set_item("created_at", self.created_at.map(iso))?;
+        d.set_item("rows", &self.rows)?;
+        d.set_item("duration_s", self.duration_s)?;
+        d.set_item("format", self.format)?;
+        d.set_item("compressed", self.compressed)?;
+        d.set_item("schema_version", self.schema_version)?;
+        d.set_item("server_version", &self.server_version)?;
+        d.set_item("verified", self.problem.is_none())?;
+        d.set_item("problem", &self.problem)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|(t, n)| format!("'{t}': {n}"))
+            .collect();
+        format!(
+            "BackupInfo(path='{}', size_bytes={}, created_at={}, rows={{{}}}, verified={})",
+            self.path,
+            self.size_bytes,
+            self.created_at
+                .map_or_else(|| "None".to_owned(), |t| format!("'{}'", iso(t))),
+            rows.join(", "),
+            if self.problem.is_none() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl From<backup::BackupInfo> for BackupInfo {
+    fn from(i: backup::BackupInfo) -> Self {
+        BackupInfo {
+            path: i.path.display().to_string(),
+            size_bytes: i.size_bytes,
+            sha256: i.sha256,
+            created_at: i.created_at,
+            rows: i.rows,
+            duration_s: i.duration_s,
+            format: i.kind.as_str(),
+            compressed: i.compressed,
+            schema_version: i.schema_version,
+            server_version: i.server_version,
+            problem: i.problem,
+        }
+    }
+}
+
+/// What a restore did.
+#[pyclass(
+    frozen,
+    get_all,
+    name = "RestoreInfo",
+    module = "job_manager._internal"
+)]
+pub struct RestoreInfo {
+    path: String,
+    rows: BTreeMap<String, u64>,
+    duration_s: f64,
+    safety_backup: Option<String>,
+    format: &'static str,
+}
+
+#[pymethods]
+impl RestoreInfo {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("path", &self.path)?;
+        d.set_item("rows", &self.rows)?;
+        d.set_item("duration_s", self.duration_s)?;
+        d.set_item("safety_backup", &self.safety_backup)?;
+        d.set_item("format", self.format)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|(t, n)| format!("'{t}': {n}"))
+            .collect();
+        format!(
+            "RestoreInfo(path='{}', rows={{{}}}, duration_s={:.3}, safety_backup={})",
+            self.path,
+            rows.join(", "),
+            self.duration_s,
+            self.safety_backup
+                .as_ref()
+                .map_or_else(|| "None".to_owned(), |p| format!("'{p}'"))
+        )
+    }
+}
+
+impl From<backup::RestoreInfo> for RestoreInfo {
+    fn from(i: backup::RestoreInfo) -> Self {
+        RestoreInfo {
+            path: i.path.display().to_string(),
+            rows: i.rows,
+            duration_s: i.duration_s,
+            safety_backup: i.safety_backup.map(|p| p.display().to_string()),
+            format: i.kind.as_str(),
+        }
+    }
+}
+
+/// Reads a backup in full and checks header, structure, row counts and checksum. No database
+/// is needed. Raises `BackupCorruptError` for a truncated, edited or foreign file.
+#[pyfunction]
+pub fn verify_backup(py: Python<'_>, path: PathBuf) -> PyResult<BackupInfo> {
+    Ok(py.detach(|| backup::verify_backup(&path))?.into())
+}
+
+/// Every file in `backup_dir` named like a backup, newest first; `verified` says which pass.
+#[pyfunction]
+#[pyo3(signature = (backup_dir=PathBuf::from("backups")))]
+pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupInfo>> {
+    let list = py.detach(|| backup::list_backups(&backup_dir))?;
+    Ok(list.into_iter().map(Into::into).collect())
+}
+
+/// Keeps the newest `keep` backups that verify and deletes older ones; returns the deleted
+/// paths. Never touches a file not named like a backup.
+#[pyfunction]
+#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=10))]
+pub fn cleanup_old_backups(
+    py: Python<'_>,
+    backup_dir: PathBuf,
+    keep: usize,
+) -> PyResult<Vec<String>> {
+    let deleted = py.detach(|| backup::cleanup_old_backups(&backup_dir, keep, None))?;
+    Ok(deleted.iter().map(|p| p.display().to_string()).collect())
+}
