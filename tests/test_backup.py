@@ -1,0 +1,462 @@
+"""Backup, verify, restore and retention: nothing partial, nothing half-restored, nothing lost."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import multiprocessing as mp
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import job_manager
+import psycopg
+import pytest
+from conftest import FIXTURES, Server, scalar
+from job_manager import (
+    BackupCorruptError,
+    BackupError,
+    JobManager,
+    cleanup_old_backups,
+    list_backups,
+    verify_backup,
+)
+from test_schema import OLDEST_LAYOUT
+
+NAME = re.compile(r"^airflow_backup_\d{8}_\d{6}\.sql(\.gz)?$")
+
+
+def content(db: psycopg.Connection) -> str:
+    """A checksum of every row of the owned tables, every column by name (jsonb sorts keys)."""
+    parts = []
+    for table in ("jobs", "download_queue"):
+        row = db.execute(
+            "SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY id), '')) "
+            f"FROM {table} t"
+        ).fetchone()
+        parts.append(f"{table}:{row}")
+    return " ".join(parts)
+
+
+def load_history(server: Server, dbname: str, jm: JobManager, db: psycopg.Connection) -> None:
+    """The 42 real historical jobs in their oldest layout (extra columns, a prompt ending in a
+    tab, long Chinese text, NULLs), migrated, plus downloads and an awkward prompt: 43 jobs."""
+    db.execute(OLDEST_LAYOUT)
+    server.psql(dbname, "-f", str(FIXTURES / "historical_jobs.sql"))
+    jm.init_database()
+    jm.add_download_task(29, "gs://test-bucket/test789.png", "/out/29.png", "image")
+    d = jm.add_download_task(32, "gs://b/\t\\weird\n.png", "/out/32.png", "image", priority=3)
+    jm.update_download_status(d, "completed", file_size=12345)
+    jm.add_job("back\\slash \\N and \\. and \t tab", "VIDEO_PROD")
+
+
+@pytest.fixture
+def loaded(server: Server, dbname: str, bare_jm: JobManager, db: psycopg.Connection) -> JobManager:
+    load_history(server, dbname, bare_jm, db)
+    return bare_jm
+
+
+def backup_names(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if NAME.match(p.name) and p.is_file())
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_round_trip_restores_every_value(
+    loaded: JobManager, db: psycopg.Connection, tmp_path: Path, compress: bool
+) -> None:
+    before = content(db)
+    assert "NULL" not in before
+    info = loaded.backup_database(tmp_path / "b", compress=compress)
+    assert info.rows == {"jobs": 43, "download_queue": 2}
+    assert info.verified
+    assert info.compressed is compress
+    assert info.schema_version == job_manager.SCHEMA_VERSION
+    assert info.sha256 == verify_backup(info.path).sha256
+    assert Path(info.path).name == backup_names(tmp_path / "b")[0]
+    # Change everything: delete, update, add.
+    deleted = db.execute("DELETE FROM jobs WHERE id < 20").rowcount
+    db.execute("UPDATE jobs SET prompt_text = prompt_text || ' (edited)'")
+    loaded.add_job("added after the backup", "IMAGE_TEST")
+    assert content(db) != before
+    result = loaded.restore_database(info.path, backup_dir=tmp_path / "safety")
+    assert result.rows == {"jobs": 43, "download_queue": 2}
+    assert content(db) == before
+    # The oldest layout's extra columns travelled with their values.
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE submitted_at IS NOT NULL") > 0
+    # The safety backup holds what was there just before the restore.
+    assert result.safety_backup is not None
+    assert verify_backup(result.safety_backup).rows["jobs"] == 43 - deleted + 1
+    # Sequences continue after the largest restored id.
+    assert loaded.add_job("after restore", "IMAGE_TEST") > int(
+        scalar(db, "SELECT max(id) FROM jobs WHERE prompt_text <> 'after restore'")  # type: ignore[arg-type]
+    )
+
+
+def test_backup_file_and_directory_modes(loaded: JobManager, tmp_path: Path) -> None:
+    d = tmp_path / "new" / "backups"
+    info = loaded.backup_database(d)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(info.path).stat().st_mode) == 0o600
+    assert info.created_at is not None
+    assert info.created_at.tzinfo is not None
+    assert Path(info.path).name == info.created_at.strftime("airflow_backup_%Y%m%d_%H%M%S.sql") or (
+        NAME.match(Path(info.path).name)
+    )
+    assert info.to_dict()["verified"] is True
+
+
+def test_psql_restores_our_file(
+    server: Server, loaded: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    before = content(db)
+    info = loaded.backup_database(tmp_path)
+    target = server.create_database()
+    try:
+        server.psql(target, "--single-transaction", "-f", info.path)
+        with psycopg.connect(server.dsn_for(target), autocommit=True) as other:
+            assert content(other) == before
+            # ... and a JobManager on it finds the schema current.
+            assert JobManager(server.dsn_for(target)).init_database() == []
+        # Running it again replaces the rows instead of failing on duplicates.
+        server.psql(target, "--single-transaction", "-f", info.path)
+    finally:
+        server.drop_database(target)
+
+
+def test_restore_into_an_empty_database_creates_the_schema(
+    server: Server, loaded: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    before = content(db)
+    info = loaded.backup_database(tmp_path)
+    target = server.create_database()
+    try:
+        empty = JobManager(server.dsn_for(target))
+        assert empty.check_table_exists() is False
+        empty.restore_database(info.path, safety_backup=False)
+        with psycopg.connect(server.dsn_for(target), autocommit=True) as other:
+            assert content(other) == before
+        empty.close()
+    finally:
+        server.drop_database(target)
+
+
+def test_legacy_pg_dump_restores(
+    server: Server, jm: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """The replaced system's real pg_dump: its jobs rows, read from the COPY blocks in Rust."""
+    db.execute("CREATE TABLE dag (dag_id text PRIMARY KEY)")
+    db.execute("INSERT INTO dag VALUES ('mine')")
+    jm.add_job("will be replaced", "IMAGE_TEST")
+    legacy = FIXTURES / "airflow_backup_20250721_205159.sql"
+    info = verify_backup(legacy)
+    assert info.format == "pg_dump"
+    assert info.rows == {"jobs": 3}
+    result = jm.restore_database(legacy, backup_dir=tmp_path)
+    assert result.rows == {"jobs": 3}
+    assert result.format == "pg_dump"
+    rows = db.execute("SELECT id, prompt_text, status, job_type FROM jobs ORDER BY id").fetchall()
+    assert rows == [
+        (1, "测试PostgreSQL作业", "pending", "IMAGE_TEST"),
+        (2, "第二个测试作业", "pending", "VIDEO_PROD"),
+        (3, "第三个测试作业", "pending", "IMAGE_TEST"),
+    ]
+    # Only the owned tables were touched: none of the dump's Airflow tables were created.
+    assert jm.check_table_exists("dag_run") is False
+    assert db.execute("SELECT dag_id FROM dag").fetchall() == [("mine",)]
+    assert jm.add_job("next", "IMAGE_TEST") == 4
+
+
+def test_legacy_dump_of_the_oldest_layout_keeps_extra_columns_and_maps_statuses(
+    server: Server, dbname: str, jm: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    # Build a pg_dump of the oldest layout with pg_dump itself.
+    source = server.create_database()
+    try:
+        with psycopg.connect(server.dsn_for(source), autocommit=True) as src:
+            src.execute(OLDEST_LAYOUT)
+        server.psql(source, "-f", str(FIXTURES / "historical_jobs.sql"))
+        with psycopg.connect(server.dsn_for(source), autocommit=True) as src:
+            src.execute(
+                "INSERT INTO jobs (prompt_text, status, job_type, submitted_at) VALUES "
+                "('old submitted', 'submitted', 'VIDEO_PROD', '2025-07-01 10:00:00')"
+            )
+        dump = tmp_path / "airflow_backup_20250701_000000.sql"
+        bindir = Path(server.cluster.bindir) if server.cluster else None
+        pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
+        subprocess.run(
+            [pg_dump, "-f", str(dump), server.dsn_for(source)], check=True, capture_output=True
+        )
+    finally:
+        server.drop_database(source)
+    result = jm.restore_database(dump, safety_backup=False)
+    assert result.rows == {"jobs": 43}
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 1
+    assert scalar(
+        db, "SELECT submitted_at::text FROM jobs WHERE prompt_text = 'old submitted'"
+    ) == ("2025-07-01 10:00:00")
+    tab = scalar(db, "SELECT prompt_text FROM jobs WHERE id = 23")
+    assert isinstance(tab, str)
+    assert tab.endswith("\t")
+
+
+def corrupt_variants(path: Path, tmp_path: Path) -> dict[str, Path]:
+    data = path.read_bytes()
+    out = {}
+
+    def put(name: str, b: bytes) -> None:
+        p = tmp_path / f"airflow_backup_20200101_00000{len(out)}.sql"
+        p.write_bytes(b)
+        out[name] = p
+
+    put("truncated", data[: len(data) // 2])
+    put("no trailer", data[: data.rindex(b"-- sha256")])
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0x01
+    put("flipped byte", bytes(flipped))
+    put("empty", b"")
+    put("binary", bytes(range(256)) * 64)
+    put("custom pg_dump", b"PGDMP\x01\x0e\x00" + b"\x00" * 1000)
+    put("text", b"hello world\n")
+    return out
+
+
+def test_corrupt_files_are_refused_and_change_nothing(
+    loaded: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    info = loaded.backup_database(tmp_path / "good")
+    loaded.add_job("present before the failed restores", "IMAGE_TEST")
+    before = content(db)
+    for name, path in corrupt_variants(Path(info.path), tmp_path).items():
+        with pytest.raises(BackupCorruptError):
+            verify_backup(path)
+        with pytest.raises(BackupCorruptError) as caught:
+            loaded.restore_database(path, backup_dir=tmp_path / "safety")
+        assert isinstance(caught.value, BackupError)
+        assert content(db) == before, name
+    # Refused before anything ran: no safety backup was even taken.
+    assert not (tmp_path / "safety").exists()
+
+
+def test_a_failing_restore_changes_nothing(
+    loaded: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """A file that verifies but whose rows the server refuses: the one transaction rolls back."""
+    info = loaded.backup_database(tmp_path)
+    text = Path(info.path).read_text("utf-8")
+    # Duplicate the first jobs row (a primary key violation), keep counts and checksum right.
+    head, rest = text.split('"error_message") FROM stdin;\n', 1)
+    first_row = rest.split("\n", 1)[0]
+    body = head + '"error_message") FROM stdin;\n' + first_row + "\n" + rest
+    body = body.replace("-- rows: jobs 43", "-- rows: jobs 44")
+    body = body[: body.rindex("-- sha256: ")]
+    body += "-- sha256: " + hashlib.sha256(body.encode()).hexdigest() + "\n"
+    bad = tmp_path / "airflow_backup_20200101_000000.sql"
+    bad.write_text(body, "utf-8")
+    assert verify_backup(bad).rows["jobs"] == 44
+    loaded.add_job("must survive", "IMAGE_TEST")
+    before = content(db)
+    with pytest.raises(job_manager.DatabaseError, match="duplicate key"):
+        loaded.restore_database(bad, safety_backup=False)
+    assert content(db) == before
+
+
+def test_rotation_keeps_the_newest_verified_and_ignores_others(
+    loaded: JobManager, tmp_path: Path
+) -> None:
+    d = tmp_path / "rot"
+    d.mkdir()
+    good = Path(loaded.backup_database(d, keep=None).path).read_bytes()
+    os.remove(next(d.iterdir()))
+    # Ten older good backups, two broken ones among the newest, and unrelated files.
+    for i in range(10):
+        (d / f"airflow_backup_202001{10 + i:02d}_000000.sql").write_bytes(good)
+    (d / "airflow_backup_20300101_000000.sql").write_bytes(good[:100])
+    (d / "airflow_backup_20300102_000000.sql.gz").write_bytes(gzip.compress(good[:-10]))
+    unrelated = ["notes.txt", "airflow_backup_20000101_000000.sql.bak", "airflow_backup_x.sql"]
+    for name in unrelated:
+        (d / name).write_bytes(b"keep me")
+    (d / "airflow_backup_19990101_000000.sql").mkdir()  # a directory under a backup name
+    newest = loaded.backup_database(d, keep=3)
+    names = backup_names(d)
+    # Kept: the one just made + the two newest good ones; broken newer ones left alone.
+    assert Path(newest.path).name in names
+    assert "airflow_backup_20200119_000000.sql" in names
+    assert "airflow_backup_20200118_000000.sql" in names
+    assert "airflow_backup_20300101_000000.sql" in names
+    assert "airflow_backup_20300102_000000.sql.gz" in names
+    assert len([n for n in names if verify_ok(d / n)]) == 3
+    for name in unrelated:
+        assert (d / name).read_bytes() == b"keep me"
+    assert (d / "airflow_backup_19990101_000000.sql").is_dir()
+    # list_backups reports them newest first, with the broken ones unverified.
+    listed = list_backups(d)
+    assert [Path(b.path).name for b in listed][:2] == [
+        "airflow_backup_20300102_000000.sql.gz",
+        "airflow_backup_20300101_000000.sql",
+    ]
+    assert [b.verified for b in listed] == [False, False, True, True, True]
+    assert listed[0].problem
+    # cleanup_old_backups alone: keep 1 deletes the older verified ones only.
+    deleted = cleanup_old_backups(d, keep=1)
+    assert sorted(Path(p).name for p in deleted) == [
+        "airflow_backup_20200118_000000.sql",
+        "airflow_backup_20200119_000000.sql",
+    ]
+    with pytest.raises(job_manager.InvalidArgumentError):
+        cleanup_old_backups(d, keep=0)
+
+
+def verify_ok(p: Path) -> bool:
+    try:
+        verify_backup(p)
+    except BackupCorruptError:
+        return False
+    return True
+
+
+def _writer(dsn: str, stop_at: float) -> None:
+    jm = JobManager(dsn)
+    i = 0
+    while time.monotonic() < stop_at:
+        job_id = jm.add_job(f"written during backup {i}", "IMAGE_TEST")
+        if i % 3 == 0:
+            jm.add_download_task(job_id, f"gs://b/{i}", f"/o/{i}", "image")
+        if i % 5 == 0:
+            jm.mark_job_as_completed(job_id, f"/o/{i}")
+        if i % 7 == 0:
+            jm.get_and_lock_job("IMAGE_TEST")
+        i += 1
+
+
+@pytest.mark.slow
+def test_backups_under_write_load_restore_consistently(
+    server: Server, dsn: str, loaded: JobManager, tmp_path: Path
+) -> None:
+    ctx = mp.get_context("spawn")
+    writer = ctx.Process(target=_writer, args=(dsn, time.monotonic() + 6))
+    writer.start()
+    time.sleep(1)
+    infos = []
+    while writer.is_alive():
+        infos.append(loaded.backup_database(tmp_path, keep=None))
+        time.sleep(0.3)
+    writer.join()
+    assert len(infos) >= 3
+    assert infos[-1].rows["jobs"] > infos[0].rows["jobs"]
+    target = server.create_database()
+    try:
+        other = JobManager(server.dsn_for(target))
+        for info in infos:
+            restored = other.restore_database(info.path, safety_backup=False)
+            assert restored.rows == info.rows
+            with psycopg.connect(server.dsn_for(target), autocommit=True) as c:
+                assert scalar(c, "SELECT count(*) FROM jobs") == info.rows["jobs"]
+                orphans = scalar(
+                    c,
+                    "SELECT count(*) FROM download_queue d "
+                    "WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d.job_id)",
+                )
+                assert orphans == 0
+                for table in ("jobs", "download_queue"):
+                    last, max_id = c.execute(
+                        f"SELECT (SELECT last_value FROM {table}_id_seq), "
+                        f"(SELECT coalesce(max(id), 0) FROM {table})"
+                    ).fetchone()
+                    assert last >= max_id
+        other.close()
+    finally:
+        server.drop_database(target)
+
+
+BACKUP_SCRIPT = """
+import sys
+from job_manager import JobManager
+JobManager(sys.argv[1]).backup_database(sys.argv[2], keep=None)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_backup_leaves_no_partial_backup(
+    dsn: str, jm: JobManager, tmp_path: Path
+) -> None:
+    jm.add_jobs([f"{i} " + "x" * 1500 for i in range(60_000)], "VIDEO_PROD")
+    d = tmp_path / "killed"
+    d.mkdir()
+    rng = random.Random(7)
+    completed = 0
+    for _ in range(8):
+        p = subprocess.Popen([sys.executable, "-c", BACKUP_SCRIPT, dsn, str(d)])
+        time.sleep(rng.uniform(0.05, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        for name in backup_names(d):
+            # Whatever carries a backup name is complete and verifies.
+            assert verify_backup(d / name).rows["jobs"] == 60_000
+            completed += 1
+            os.remove(d / name)
+    # Killed writers leave at most hidden temporary files, never a backup name.
+    leftovers = [p.name for p in d.iterdir()]
+    assert all(n.startswith(".airflow_backup_") and n.endswith(".tmp") for n in leftovers)
+    assert len(leftovers) + completed == 8
+
+
+def test_backup_without_schema_says_what_to_do(bare_jm: JobManager, tmp_path: Path) -> None:
+    with pytest.raises(job_manager.SchemaError, match="init_database"):
+        bare_jm.backup_database(tmp_path / "b")
+    assert backup_names(tmp_path / "b") == []
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 64 KiB tmpfs (root only): a backup directory that fills up or turns read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_backup_into_a_full_filesystem_leaves_nothing(loaded: JobManager, tiny_fs: Path) -> None:
+    loaded.add_jobs([f"{i} " + "y" * 400 for i in range(1000)], "IMAGE_TEST")
+    (tiny_fs / "notes.txt").write_text("keep me")
+    with pytest.raises(BackupError, match="No space left on device"):
+        loaded.backup_database(tiny_fs)
+    # No partial file under any name; the unrelated file is intact.
+    assert [p.name for p in tiny_fs.iterdir()] == ["notes.txt"]
+    assert (tiny_fs / "notes.txt").read_text() == "keep me"
+
+
+def test_backup_into_a_read_only_directory_is_a_clear_error(
+    loaded: JobManager, tmp_path: Path
+) -> None:
+    d = tmp_path / "ro"
+    d.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(d)], check=True)
+    else:
+        d.chmod(0o500)
+    try:
+        with pytest.raises(BackupError, match="cannot create a file"):
+            loaded.backup_database(d)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(d)], check=True)
+
+
+def test_backup_into_a_file_path_is_a_clear_error(loaded: JobManager, tmp_path: Path) -> None:
+    f = tmp_path / "not-a-dir"
+    f.write_text("x")
+    with pytest.raises(BackupError, match="not a directory"):
+        loaded.backup_database(f)
+    with pytest.raises(BackupError, match="cannot open backup"):
+        verify_backup(tmp_path / "missing.sql")
