@@ -10,7 +10,7 @@ from pathlib import Path
 
 import job_manager
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, Server
 
 
 def run(dsn: str | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,3 +109,132 @@ def test_compat_modules_import_without_io(module: str) -> None:
         check=False,
     )
     assert r.stdout == "ok\n", r.stderr
+
+
+def test_backup_commands(server: Server, dsn: str, tmp_path: Path) -> None:
+    assert run(dsn, "init").returncode == 0
+    run(dsn, "add", "-f", str(FIXTURES / "prompts.txt"))
+    d = tmp_path / "b"
+    r = run(dsn, "backup", "--dir", str(d), "--json")
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    assert made["verified"] is True
+    assert made["rows"]["jobs"] > 0
+    r = run(dsn, "backup", "--dir", str(d), "--compress")
+    assert r.stdout.startswith("backup written: ")
+    r = run(None, "verify", made["path"])
+    assert r.returncode == 0
+    assert r.stdout.startswith("OK ")
+    listed = json.loads(run(None, "list-backups", "--dir", str(d), "--json").stdout)
+    assert len(listed) == 2
+    assert listed[0]["compressed"] is True
+    # restore without a terminal and without --yes: refused, nothing changed.
+    r = run(dsn, "restore", made["path"], "--dir", str(d))
+    assert r.returncode == 2
+    assert "--yes" in r.stderr
+    r = run(dsn, "restore", made["path"], "--dir", str(d), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "the rows it replaced are in " in r.stdout
+    r = run(None, "cleanup-backups", "--dir", str(d), "--keep", "1", "--json")
+    assert len(json.loads(r.stdout)["deleted"]) == 2
+    # A damaged file: exit 1 with the reason.
+    bad = tmp_path / "airflow_backup_20200101_000000.sql"
+    bad.write_bytes(Path(made["path"]).read_bytes()[:-20] if Path(made["path"]).exists() else b"x")
+    r = run(None, "verify", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: ")
+
+
+def test_dump_command_uses_pg_dump(server: Server, dsn: str, tmp_path: Path) -> None:
+    if server.cluster is None:
+        pytest.skip("needs the throwaway cluster's pg_dump")
+    assert run(dsn, "init").returncode == 0
+    run(dsn, "add", "-p", "dumped prompt")
+    env_path = f"{server.cluster.bindir}:{os.environ['PATH']}"
+    r = subprocess.run(
+        [sys.executable, "-m", "job_manager", "dump", "--dir", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JOB_MANAGER_DSN=dsn, PATH=env_path),
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["format"] == "pg_dump"
+    assert info["rows"] == {"jobs": 1, "download_queue": 0}
+    assert server.password not in Path(info["path"]).read_text("utf-8")
+    # A pg_dump that fails leaves no file; the message carries no password.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 99.0"; exit 0; fi\n'
+        'echo "partial" ; echo "pg_dump: error: connection lost $PGPASSWORD" >&2; exit 1\n'
+    )
+    (fake / "pg_dump").chmod(0o755)
+    out = tmp_path / "failed"
+    r = subprocess.run(
+        [sys.executable, "-m", "job_manager", "dump", "--dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JOB_MANAGER_DSN=dsn, PATH=f"{fake}:{os.environ['PATH']}"),
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert "pg_dump failed" in r.stderr
+    assert server.password not in r.stderr
+    assert list(out.iterdir()) == []
+    # A pg_dump older than the server is refused before it runs.
+    (fake / "pg_dump").write_text('#!/bin/sh\necho "pg_dump (PostgreSQL) 9.6.24"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "job_manager", "dump", "--dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JOB_MANAGER_DSN=dsn, PATH=f"{fake}:{os.environ['PATH']}"),
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert "older than the server" in r.stderr
+
+
+def test_operator_scripts(dsn: str, tmp_path: Path) -> None:
+    env = dict(
+        os.environ, JOB_MANAGER_DSN=dsn, JOB_MANAGER_EXEC="", JOB_MANAGER_BACKUP_DIR=str(tmp_path)
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    assert run(dsn, "init").returncode == 0
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    r = subprocess.run(
+        ["bash", str(scripts / "backup_database.sh"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "backup done" in r.stderr
+    path = json.loads(r.stdout)["path"]
+    r = subprocess.run(
+        ["bash", str(scripts / "restore_database.sh"), path, "--yes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "restore done" in r.stderr
+    r = subprocess.run(
+        ["bash", str(scripts / "restore_database.sh"), str(tmp_path / "nope.sql"), "--yes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert "restore FAILED" in r.stderr

@@ -1,6 +1,7 @@
 """Type stubs of the compiled module ``job_manager._internal`` (Rust, PyO3)."""
 
 import datetime
+import os
 from types import TracebackType
 from typing import Literal, TypedDict, final
 
@@ -63,6 +64,74 @@ class DownloadStats(TypedDict):
     by_status: dict[str, StatusTotals]
     by_type: dict[str, dict[str, int]]
     summary: DownloadSummary
+
+StrPath = str | os.PathLike[str]
+
+@final
+class BackupInfo:
+    """What a backup file is and holds."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def created_at(self) -> datetime.datetime | None:
+        """When the snapshot was taken (UTC)."""
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per table: ``jobs``, ``download_queue``."""
+    @property
+    def duration_s(self) -> float | None:
+        """How long writing it took (only for a backup just made)."""
+    @property
+    def format(self) -> Literal["job_manager", "pg_dump"]: ...
+    @property
+    def compressed(self) -> bool: ...
+    @property
+    def schema_version(self) -> int | None: ...
+    @property
+    def server_version(self) -> str | None: ...
+    @property
+    def problem(self) -> str | None:
+        """Why the file does not verify (only from ``list_backups``)."""
+    @property
+    def verified(self) -> bool: ...
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-serialisable dict (times as ISO 8601 strings)."""
+
+@final
+class RestoreInfo:
+    """What a restore did."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def rows(self) -> dict[str, int]: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def safety_backup(self) -> str | None:
+        """The backup of the rows the restore replaced."""
+    @property
+    def format(self) -> Literal["job_manager", "pg_dump"]: ...
+    def to_dict(self) -> dict[str, object]: ...
+
+def verify_backup(path: StrPath) -> BackupInfo:
+    """Read a backup in full: header, structure, row counts and SHA-256 (no database needed).
+
+    Raises:
+        BackupCorruptError: the file is truncated, edited, or not a backup.
+    """
+
+def list_backups(backup_dir: StrPath = "backups") -> list[BackupInfo]:
+    """Every file named like a backup, newest first; ``verified`` says which pass."""
+
+def cleanup_old_backups(backup_dir: StrPath = "backups", keep: int = 10) -> list[str]:
+    """Keep the newest ``keep`` verified backups, delete older ones; return what was deleted.
+    Files not named like a backup are never touched."""
 
 def reset_log_cache() -> None:
     """Forget cached Python logger levels (call after changing ``job_manager`` log levels)."""
@@ -190,3 +259,30 @@ class JobManager:
     def get_download_stats(self) -> DownloadStats: ...
     def cleanup_old_downloads(self, days: int = 7) -> int:
         """Delete completed downloads older than ``days``; return how many."""
+
+    # -- backups ----------------------------------------------------------------------------
+    def backup_database(
+        self, backup_dir: StrPath = "backups", *, keep: int | None = 10, compress: bool = False
+    ) -> BackupInfo:
+        """Back up ``jobs``, ``download_queue`` and the schema history from one consistent
+        snapshot into ``backup_dir/airflow_backup_YYYYMMDD_HHMMSS.sql[.gz]`` (atomically, mode
+        0600), then keep the newest ``keep`` backups that verify (``None``: no rotation)."""
+    def dump_database(
+        self,
+        backup_dir: StrPath = "backups",
+        *,
+        keep: int | None = 10,
+        pg_dump: StrPath | None = None,
+    ) -> BackupInfo:
+        """A whole-database ``pg_dump`` (the old behaviour), written atomically, checked
+        complete, then rotated. Raises BackupError when pg_dump is missing, older than the
+        server, or fails."""
+    def restore_database(
+        self, path: StrPath, *, safety_backup: bool = True, backup_dir: StrPath = "backups"
+    ) -> RestoreInfo:
+        """Restore a job_manager backup or a plain pg_dump of the replaced system.
+
+        The whole file is verified first (a file that does not verify changes nothing), the
+        schema is migrated, a safety backup of the current rows is written to ``backup_dir``,
+        then ``jobs`` and ``download_queue`` are replaced in ONE transaction. No other table is
+        touched."""

@@ -1,8 +1,9 @@
 """The command line: ``python -m job_manager`` or ``job-manager``.
 
 The old script's subcommands and flags (``add -p/-f/-t``, ``stats``, ``reset
---job-type-filter``) plus ``init``; ``--json`` prints data for scripts. Failures print one line
-to stderr and exit non-zero.
+--job-type-filter``) plus ``init`` and the backup commands (``backup``, ``verify``, ``restore``,
+``list-backups``, ``cleanup-backups``, ``dump``); ``--json`` prints data for scripts. Failures
+print one line to stderr and exit non-zero.
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from job_manager._internal import SCHEMA_VERSION, JobManager
+from job_manager._internal import (
+    SCHEMA_VERSION,
+    JobManager,
+    cleanup_old_backups,
+    list_backups,
+    verify_backup,
+)
 from job_manager.exceptions import JobManagerError
 
 JOB_TYPES = ("IMAGE_TEST", "VIDEO_PROD")
+DEFAULT_BACKUP_DIR = os.environ.get("JOB_MANAGER_BACKUP_DIR", "backups")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +61,48 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("init", help="create or migrate the schema (only what is missing)")
+
+    def backup_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--dir",
+            type=Path,
+            default=Path(DEFAULT_BACKUP_DIR),
+            help=f"backup directory (default $JOB_MANAGER_BACKUP_DIR or {DEFAULT_BACKUP_DIR!r})",
+        )
+
+    def keep(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--keep", type=int, default=10, help="backups to keep (default 10)")
+
+    backup = sub.add_parser("backup", help="back up jobs and download_queue, then rotate")
+    backup_dir(backup)
+    keep(backup)
+    backup.add_argument("--compress", action="store_true", help="write .sql.gz")
+
+    dump = sub.add_parser("dump", help="pg_dump the whole database (old behaviour), then rotate")
+    backup_dir(dump)
+    keep(dump)
+
+    verify = sub.add_parser("verify", help="check a backup file completely (no database needed)")
+    verify.add_argument("file", type=Path)
+
+    restore = sub.add_parser(
+        "restore", help="replace jobs and download_queue with a backup's rows (one transaction)"
+    )
+    restore.add_argument("file", type=Path)
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--no-safety-backup",
+        action="store_true",
+        help="skip the backup of the current rows taken before restoring",
+    )
+    backup_dir(restore)
+
+    listing = sub.add_parser("list-backups", help="backups in --dir, newest first")
+    backup_dir(listing)
+
+    cleanup = sub.add_parser("cleanup-backups", help="keep the newest --keep verified backups")
+    backup_dir(cleanup)
+    keep(cleanup)
 
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -91,7 +142,61 @@ def _run(args: argparse.Namespace) -> Any:
             else f"schema is current (V{SCHEMA_VERSION})"
         )
         return {"applied": applied, "schema_version": SCHEMA_VERSION}, text
+    return _run_backup_command(args)
+
+
+def _describe(info: Any) -> str:
+    rows = ", ".join(f"{t} {n}" for t, n in sorted(info.rows.items()))
+    state = "verified" if info.verified else f"DOES NOT VERIFY: {info.problem}"
+    return f"{info.path}  {info.size_bytes} bytes  {rows or '-'}  {state}"
+
+
+def _confirm(args: argparse.Namespace) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise _UsageError("restore replaces every row of jobs and download_queue: pass --yes")
+    answer = input(
+        f"Restore {args.file}? This replaces every row of jobs and download_queue "
+        f"(a safety backup is taken first unless --no-safety-backup). Type 'yes': "
+    )
+    if answer.strip().lower() != "yes":
+        raise _Cancelled
+
+
+def _run_backup_command(args: argparse.Namespace) -> Any:
+    if args.action == "verify":
+        info = verify_backup(args.file)
+        return info.to_dict(), f"OK {_describe(info)}"
+    if args.action == "list-backups":
+        infos = list_backups(args.dir)
+        text = "\n".join(_describe(i) for i in infos) or f"no backups in {args.dir}"
+        return [i.to_dict() for i in infos], text
+    if args.action == "cleanup-backups":
+        deleted = cleanup_old_backups(args.dir, args.keep)
+        return {"deleted": deleted}, f"deleted {len(deleted)} old backups"
+    jm = JobManager(args.dsn)
+    if args.action == "backup":
+        info = jm.backup_database(args.dir, keep=args.keep, compress=args.compress)
+        return info.to_dict(), f"backup written: {_describe(info)} in {info.duration_s:.1f}s"
+    if args.action == "dump":
+        info = jm.dump_database(args.dir, keep=args.keep)
+        return info.to_dict(), f"pg_dump written: {_describe(info)} in {info.duration_s:.1f}s"
+    if args.action == "restore":
+        _confirm(args)
+        result = jm.restore_database(
+            args.file, safety_backup=not args.no_safety_backup, backup_dir=args.dir
+        )
+        rows = ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items()))
+        text = f"restored {args.file}: {rows} in {result.duration_s:.1f}s"
+        if result.safety_backup:
+            text += f"\nthe rows it replaced are in {result.safety_backup}"
+        return result.to_dict(), text
     raise _UsageError(f"unknown command {args.action}")
+
+
+class _Cancelled(Exception):
+    pass
 
 
 class _UsageError(Exception):
@@ -111,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         data, text = _run(args)
     except _UsageError as e:
         parser.error(str(e))  # exits 2
+    except _Cancelled:
+        print("cancelled: nothing was changed", file=sys.stderr)
+        return 1
     except (JobManagerError, OSError, UnicodeDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -435,7 +435,9 @@ fn verify_ours(lines: &mut Lines<Box<dyn BufRead>>, compressed: bool) -> Result<
     }
     let actual = hex::encode(hasher.finalize());
     if expected.len() != actual.len() || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(corrupt("the checksum line is damaged (the file was cut short or edited)"));
+        return Err(corrupt(
+            "the checksum line is damaged (the file was cut short or edited)",
+        ));
     }
     if actual != expected {
         return Err(corrupt(format!(

@@ -11,6 +11,7 @@
 mod dump;
 mod files;
 pub mod format;
+mod pgdump;
 mod restore;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::errors::{Error, Result};
 use crate::pool::LazyPool;
 use crate::schema::{self, InitOptions};
 pub use format::Kind;
+pub use pgdump::dump_database;
 
 /// What a backup file is and holds.
 #[derive(Debug, Clone)]

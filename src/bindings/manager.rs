@@ -359,6 +359,21 @@ impl JobManager {
             .into())
     }
 
+    /// A whole-database `pg_dump` into `backup_dir` (the old behaviour), written atomically,
+    /// checked complete, then rotated to `keep`.
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(10), pg_dump=None))]
+    fn dump_database(
+        &self,
+        py: Python<'_>,
+        backup_dir: std::path::PathBuf,
+        keep: Option<usize>,
+        pg_dump: Option<std::path::PathBuf>,
+    ) -> PyResult<BackupInfo> {
+        Ok(py
+            .detach(|| backup::dump_database(&self.pool, &backup_dir, keep, pg_dump.as_deref()))?
+            .into())
+    }
+
     /// Restores a backup (or a plain pg_dump of the replaced system) in one transaction,
     /// after verifying it and taking a safety backup of the current rows into `backup_dir`.
     #[pyo3(signature = (path, *, safety_backup=true, backup_dir=std::path::PathBuf::from("backups")))]

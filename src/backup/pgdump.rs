@@ -1,0 +1,163 @@
+//! `dump_database`: a whole-database `pg_dump` for operators who want the old behaviour, with
+//! the same atomic write, naming, exit-status check, completeness check and rotation.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use postgres::config::Host;
+
+use super::files::{self, TempFile};
+use super::format;
+use crate::errors::{Error, Result};
+use crate::pool::{Context, LazyPool};
+
+/// Finds `pg_dump`: the given path, else the first on `PATH`.
+fn find_pg_dump(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("pg_dump"))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| {
+            Error::Backup(
+                "pg_dump was not found on PATH; install the PostgreSQL client of the server's \
+                 version (Debian: postgresql-client-NN) or pass its path"
+                    .into(),
+            )
+        })
+}
+
+/// The major version in `pg_dump --version` ("pg_dump (PostgreSQL) 15.20 (Debian ...)").
+fn major_of(version_text: &str) -> Option<u32> {
+    version_text
+        .split_whitespace()
+        .find_map(|w| w.split('.').next()?.parse().ok())
+}
+
+fn run_version(exe: &Path) -> Result<u32> {
+    let out = Command::new(exe)
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::Backup(format!("cannot run {}: {e}", exe.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    major_of(&text).ok_or_else(|| {
+        Error::Backup(format!(
+            "{} --version printed no version: {text:?}",
+            exe.display()
+        ))
+    })
+}
+
+/// Dumps the whole database with pg_dump into `dir`; rotates to `keep` (None: no rotation).
+pub fn dump_database(
+    pool: &LazyPool,
+    dir: &Path,
+    keep: Option<usize>,
+    pg_dump: Option<&Path>,
+) -> Result<super::BackupInfo> {
+    if keep == Some(0) {
+        return Err(Error::invalid("keep must be at least 1"));
+    }
+    let started = std::time::Instant::now();
+    let exe = find_pg_dump(pg_dump)?;
+    let client_major = run_version(&exe)?;
+    let server_num: i32 = pool.run(|c| {
+        let v: String = c
+            .query_one("SHOW server_version_num", &[])
+            .context("reading the server version")?
+            .get(0);
+        Ok(v.parse().unwrap_or(0))
+    })?;
+    let server_major = u32::try_from(server_num / 10_000).unwrap_or(0);
+    if client_major < server_major {
+        return Err(Error::Backup(format!(
+            "pg_dump {client_major} ({}) is older than the server ({server_major}) and cannot \
+             dump it; install postgresql-client-{server_major}",
+            exe.display()
+        )));
+    }
+    files::ensure_dir(dir)?;
+    let settings = pool.settings();
+    let pg = settings.pg();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["--format=plain", "--no-password"]);
+    if let Some(host) = pg.get_hosts().first() {
+        let h = match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        };
+        cmd.arg("--host").arg(h);
+    }
+    if let Some(port) = pg.get_ports().first() {
+        cmd.arg("--port").arg(port.to_string());
+    }
+    if let Some(user) = pg.get_user() {
+        cmd.arg("--username").arg(user);
+    }
+    if let Some(db) = pg.get_dbname() {
+        cmd.arg("--dbname").arg(db);
+    }
+    // The password travels in the environment, never on the command line.
+    if let Some(pw) = settings.password() {
+        cmd.env("PGPASSWORD", pw);
+    }
+    cmd.env(
+        "PGCONNECT_TIMEOUT",
+        settings.connect_timeout().as_secs().max(1).to_string(),
+    );
+    let (tmp, file) = TempFile::create(dir)?;
+    let out_file = file
+        .try_clone()
+        .map_err(|e| Error::Backup(format!("cannot prepare the dump file: {e}")))?;
+    let mut child = cmd
+        .stdout(Stdio::from(out_file))
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Backup(format!("cannot run {}: {e}", exe.display())))?;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.by_ref().take(64 * 1024).read_to_string(&mut stderr);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Backup(format!("waiting for pg_dump failed: {e}")))?;
+    if !status.success() {
+        return Err(Error::Backup(format!(
+            "pg_dump failed ({status}): {}; no backup was written",
+            stderr.trim()
+        ))
+        .scrub(settings.password()));
+    }
+    let path = tmp.publish(file, dir, false)?;
+    let verified = format::verify(&path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&path);
+    })?;
+    if let Some(keep) = keep {
+        super::cleanup_old_backups(dir, keep, Some(&path))?;
+    }
+    let mut info = super::info(&path, verified, Some(started.elapsed().as_secs_f64()))?;
+    info.server_version = Some(server_num.to_string());
+    log::info!("pg_dump backup {} written", path.display());
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            major_of("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(major_of("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(major_of("nothing here"), None);
+    }
+}
