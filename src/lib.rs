@@ -8,6 +8,8 @@ pub mod config;
 pub mod downloads;
 pub mod errors;
 pub mod jobs;
+pub mod logs;
+pub mod maintenance;
 pub mod model;
 pub mod pool;
 pub mod schema;

@@ -133,6 +133,40 @@ def cleanup_old_backups(backup_dir: StrPath = "backups", keep: int = 10) -> list
     """Keep the newest ``keep`` verified backups, delete older ones; return what was deleted.
     Files not named like a backup are never touched."""
 
+@final
+class CleanupReport:
+    """What a log sweep deleted (or, with ``dry_run``, would delete)."""
+
+    @property
+    def files(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def paths(self) -> list[str]: ...
+    @property
+    def dirs_removed(self) -> int: ...
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def errors(self) -> list[str]:
+        """What could not be read or deleted; the sweep went on."""
+    def to_dict(self) -> dict[str, object]: ...
+
+def cleanup_old_logs(
+    log_dir: StrPath,
+    max_age_days: float = 7.0,
+    *,
+    patterns: list[str] = ...,
+    dry_run: bool = False,
+    remove_empty_dirs: bool = True,
+) -> CleanupReport:
+    """Delete files under ``log_dir`` whose names match ``patterns`` (default ``["*.log"]``)
+    and that are strictly older than ``max_age_days``, then directories left empty.
+
+    Never follows or deletes a symlink, never deletes ``log_dir`` or a directory that still
+    holds a file; ``dry_run`` deletes nothing. Raises InvalidArgumentError for a missing
+    ``log_dir``."""
+
 def reset_log_cache() -> None:
     """Forget cached Python logger levels (call after changing ``job_manager`` log levels)."""
 
@@ -259,6 +293,25 @@ class JobManager:
     def get_download_stats(self) -> DownloadStats: ...
     def cleanup_old_downloads(self, days: int = 7) -> int:
         """Delete completed downloads older than ``days``; return how many."""
+
+    # -- maintenance ------------------------------------------------------------------------
+    def analyze_tables(self) -> list[str]:
+        """ANALYZE on the owned tables; returns their names."""
+    def vacuum_tables(self, full: bool = False) -> list[str]:
+        """VACUUM (ANALYZE) on the owned tables; ``full`` rewrites them under an exclusive lock."""
+    def database_size(self) -> int:
+        """``pg_database_size`` of the current database, in bytes."""
+    def table_stats(self, exact: bool = False) -> list[dict[str, object]]:
+        """Per owned table: rows_estimate (rows_exact when ``exact``), total/table/index bytes,
+        live/dead tuples, last (auto)vacuum and analyze, and ``indexes`` with scans each."""
+    def health_report(
+        self, backup_dir: StrPath | None = None, *, thresholds: dict[str, float] | None = None
+    ) -> dict[str, object]:
+        """Job counts, the oldest pending job's age, stuck jobs, exhausted downloads, sizes,
+        schema version and pending migrations, the newest backup's age and whether it
+        verifies, and ``problems``: human-readable warnings. Thresholds (``stuck_after_s``,
+        ``max_pending_age_s``, ``max_exhausted_downloads``, ``max_backup_age_s``,
+        ``max_dead_ratio``, ``min_dead_tuples``) can be overridden. JSON-serialisable."""
 
     # -- backups ----------------------------------------------------------------------------
     def backup_database(

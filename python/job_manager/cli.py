@@ -21,6 +21,7 @@ from job_manager._internal import (
     SCHEMA_VERSION,
     JobManager,
     cleanup_old_backups,
+    cleanup_old_logs,
     list_backups,
     verify_backup,
 )
@@ -28,6 +29,14 @@ from job_manager.exceptions import JobManagerError
 
 JOB_TYPES = ("IMAGE_TEST", "VIDEO_PROD")
 DEFAULT_BACKUP_DIR = os.environ.get("JOB_MANAGER_BACKUP_DIR", "backups")
+
+
+def default_log_dir() -> str:
+    """Airflow's base log folder: its setting, else $AIRFLOW_HOME/logs."""
+    configured = os.environ.get("AIRFLOW__LOGGING__BASE_LOG_FOLDER")
+    if configured:
+        return configured
+    return os.path.join(os.environ.get("AIRFLOW_HOME", "/opt/airflow"), "logs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,6 +113,52 @@ def _parser() -> argparse.ArgumentParser:
     backup_dir(cleanup)
     keep(cleanup)
 
+    def log_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log-dir",
+            type=Path,
+            default=None,
+            help="Airflow's base log folder (default: $AIRFLOW__LOGGING__BASE_LOG_FOLDER, "
+            "else $AIRFLOW_HOME/logs)",
+        )
+        p.add_argument("--max-age-days", type=float, default=7.0, help="default 7")
+        p.add_argument(
+            "--pattern",
+            action="append",
+            default=None,
+            help="file name pattern, repeatable (default *.log)",
+        )
+        p.add_argument("--dry-run", action="store_true", help="delete nothing, report")
+
+    logs = sub.add_parser("cleanup-logs", help="delete old task log files and empty directories")
+    log_options(logs)
+
+    maintain = sub.add_parser(
+        "maintain",
+        help="the standard upkeep: reset stuck jobs, clean old downloads, ANALYZE, clean logs, "
+        "rotate backups",
+    )
+    log_options(maintain)
+    backup_dir(maintain)
+    keep(maintain)
+    maintain.add_argument("--download-days", type=int, default=7, help="default 7")
+    maintain.add_argument("--stuck-after", type=float, default=3600.0, metavar="SECONDS")
+
+    health = sub.add_parser("health", help="the queue, database and backups at a glance")
+    backup_dir(health)
+    health.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a threshold, e.g. stuck_after_s=600 (repeatable)",
+    )
+    health.add_argument(
+        "--fail-on-problems", action="store_true", help="exit 3 when any problem is found"
+    )
+
+    sub.add_parser("size", help="database and table sizes")
+
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
@@ -142,7 +197,7 @@ def _run(args: argparse.Namespace) -> Any:
             else f"schema is current (V{SCHEMA_VERSION})"
         )
         return {"applied": applied, "schema_version": SCHEMA_VERSION}, text
-    return _run_backup_command(args)
+    return _run_maintenance_command(args)
 
 
 def _describe(info: Any) -> str:
@@ -162,6 +217,112 @@ def _confirm(args: argparse.Namespace) -> None:
     )
     if answer.strip().lower() != "yes":
         raise _Cancelled
+
+
+def _log_sweep(args: argparse.Namespace) -> Any:
+    return cleanup_old_logs(
+        args.log_dir or default_log_dir(),
+        args.max_age_days,
+        patterns=args.pattern or ["*.log"],
+        dry_run=args.dry_run,
+    )
+
+
+def _mib(n: float) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def _run_maintenance_command(args: argparse.Namespace) -> Any:
+    if args.action == "cleanup-logs":
+        r = _log_sweep(args)
+        verb = "would delete" if r.dry_run else "deleted"
+        text = f"{verb} {r.files} log files ({_mib(r.bytes)}), {r.dirs_removed} empty directories"
+        if r.errors:
+            text += f"; {len(r.errors)} errors:\n  " + "\n  ".join(r.errors)
+        return r.to_dict(), text
+    jm = JobManager(args.dsn)
+    if args.action == "size":
+        size = jm.database_size()
+        tables = jm.table_stats()
+        lines = [f"database: {_mib(size)}"] + [
+            f"{t['table']}: {_mib(t['total_bytes'])} (table {_mib(t['table_bytes'])}, "
+            f"indexes {_mib(t['index_bytes'])}), ~{t['rows_estimate'] or 0} rows, "
+            f"{t['dead_tuples']} dead"
+            for t in tables
+        ]
+        return {"database_size_bytes": size, "tables": tables}, "\n".join(lines)
+    if args.action == "health":
+        thresholds = {}
+        for item in args.threshold:
+            name, _, value = item.partition("=")
+            try:
+                thresholds[name] = float(value)
+            except ValueError:
+                raise _UsageError(f"--threshold wants NAME=NUMBER, got {item!r}") from None
+        report = jm.health_report(args.dir, thresholds=thresholds)
+        if args.fail_on_problems and report["problems"]:
+            args.exit_status = 3
+        return report, _health_text(report)
+    if args.action == "maintain":
+        return _maintain(jm, args)
+    return _run_backup_command(args)
+
+
+def _health_text(report: dict[str, Any]) -> str:
+    lines = [f"jobs: {report['jobs_total']}  {json.dumps(report['jobs'], ensure_ascii=False)}"]
+    oldest = report["oldest_pending_age_s"]
+    lines.append(
+        f"oldest pending: {'-' if oldest is None else f'{oldest / 3600:.1f}h'}   "
+        f"stuck in processing: {report['stuck_processing']}"
+    )
+    d = report["downloads"]
+    lines.append(
+        f"downloads: pending {d['pending']}, failed {d['failed']}, out of attempts {d['exhausted']}"
+    )
+    sch = report["schema"]
+    lines.append(f"schema: V{sch['version']} of V{sch['latest']}")
+    lines.append(f"database: {_mib(report['database_size_bytes'])}")
+    b = report["backup"]
+    if b:
+        age = "-" if b["age_s"] is None else f"{b['age_s'] / 3600:.1f}h old"
+        lines.append(f"newest backup: {b['newest'] or '-'} ({age}, verified: {b['verified']})")
+    problems = report["problems"]
+    lines.append("problems: none" if not problems else "problems:")
+    lines += [f"  - {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def _maintain(jm: JobManager, args: argparse.Namespace) -> Any:
+    summary: dict[str, Any] = {"dry_run": args.dry_run}
+    if args.dry_run:
+        summary["reset_stuck_jobs"] = "skipped (dry run)"
+        summary["cleanup_old_downloads"] = "skipped (dry run)"
+    else:
+        summary["reset_stuck_jobs"] = jm.reset_stuck_jobs(older_than_seconds=args.stuck_after)
+        summary["cleanup_old_downloads"] = jm.cleanup_old_downloads(args.download_days)
+    summary["analyze_tables"] = jm.analyze_tables()
+    summary["cleanup_logs"] = _log_sweep(args).to_dict()
+    if args.dry_run or not args.dir.is_dir():
+        summary["cleanup_backups"] = "skipped" + (" (dry run)" if args.dry_run else " (no dir)")
+    else:
+        summary["cleanup_backups"] = cleanup_old_backups(args.dir, args.keep)
+    logs = summary["cleanup_logs"]
+    text = "\n".join(
+        [
+            f"reset stuck jobs:       {summary['reset_stuck_jobs']}",
+            f"old downloads deleted:  {summary['cleanup_old_downloads']}",
+            f"analyzed:               {', '.join(summary['analyze_tables'])}",
+            f"log files deleted:      {logs['files']} ({_mib(logs['bytes'])})"
+            + (" [dry run]" if args.dry_run else ""),
+            "old backups deleted:    "
+            + (
+                str(len(summary["cleanup_backups"]))
+                if isinstance(summary["cleanup_backups"], list)
+                else summary["cleanup_backups"]
+            ),
+        ]
+    )
+    return summary, text
 
 
 def _run_backup_command(args: argparse.Namespace) -> Any:
@@ -226,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(data, ensure_ascii=False, sort_keys=True))
     elif text is not None:
         print(text)
-    return 0
+    return int(getattr(args, "exit_status", 0))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ use super::backup::{BackupInfo, RestoreInfo};
 use super::convert::{
     claimed_dict, download_dict, download_stats_dict, job_dict, job_stats_dict, opt_str, Text,
 };
+use super::maintenance::to_python;
 use crate::config::{Settings, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_POOL_SIZE};
 use crate::errors::Error;
+use crate::maintenance::{self as upkeep, Thresholds};
 use crate::model::{DownloadStatus, FileType, JobType};
 use crate::pool::{LazyPool, PoolState};
 use crate::schema::{self, InitOptions};
@@ -343,6 +345,45 @@ impl JobManager {
     fn get_download_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = py.detach(|| downloads::get_download_stats(&self.pool))?;
         download_stats_dict(py, &stats)
+    }
+
+    /// ANALYZE on the owned tables; returns their names.
+    fn analyze_tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(py.detach(|| upkeep::analyze_tables(&self.pool))?)
+    }
+
+    /// VACUUM (ANALYZE) on the owned tables (FULL rewrites them under an exclusive lock).
+    #[pyo3(signature = (full=false))]
+    fn vacuum_tables(&self, py: Python<'_>, full: bool) -> PyResult<Vec<String>> {
+        Ok(py.detach(|| upkeep::vacuum_tables(&self.pool, full))?)
+    }
+
+    /// The size of the database in bytes.
+    fn database_size(&self, py: Python<'_>) -> PyResult<i64> {
+        Ok(py.detach(|| upkeep::database_size(&self.pool))?)
+    }
+
+    /// Per owned table: rows (estimate; exact on request), bytes, dead tuples, last
+    /// (auto)vacuum/analyze, and scans per index.
+    #[pyo3(signature = (exact=false))]
+    fn table_stats<'py>(&self, py: Python<'py>, exact: bool) -> PyResult<Bound<'py, PyAny>> {
+        let stats = py.detach(|| upkeep::table_stats(&self.pool, exact))?;
+        to_python(py, &stats)
+    }
+
+    /// The queue, the database and the backups at a glance, with a `problems` list; plain
+    /// JSON types, ready for XCom.
+    #[pyo3(signature = (backup_dir=None, *, thresholds=None))]
+    fn health_report<'py>(
+        &self,
+        py: Python<'py>,
+        backup_dir: Option<std::path::PathBuf>,
+        thresholds: Option<std::collections::BTreeMap<String, f64>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let thresholds = Thresholds::default().with_overrides(&thresholds.unwrap_or_default())?;
+        let report =
+            py.detach(|| upkeep::health_report(&self.pool, backup_dir.as_deref(), thresholds))?;
+        to_python(py, &report)
     }
 
     /// Backs up the owned tables to `backup_dir`, then keeps the newest `keep` (None: all).

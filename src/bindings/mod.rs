@@ -4,6 +4,7 @@
 mod backup;
 mod convert;
 mod errors;
+mod maintenance;
 mod manager;
 
 use std::sync::OnceLock;
@@ -36,6 +37,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backup::verify_backup, m)?)?;
     m.add_function(wrap_pyfunction!(backup::list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(backup::cleanup_old_backups, m)?)?;
+    m.add_class::<maintenance::CleanupReport>()?;
+    m.add_function(wrap_pyfunction!(maintenance::cleanup_old_logs, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     Ok(())
 }

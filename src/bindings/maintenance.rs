@@ -1,0 +1,91 @@
+//! Maintenance from Python: log cleanup (no database) and JSON-shaped reports.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::Error;
+use crate::logs::{self, LogCleanup};
+
+/// What a log sweep deleted (or, with `dry_run`, would delete).
+#[pyclass(
+    frozen,
+    get_all,
+    name = "CleanupReport",
+    module = "job_manager._internal"
+)]
+pub struct CleanupReport {
+    files: u64,
+    bytes: u64,
+    paths: Vec<String>,
+    dirs_removed: u64,
+    dry_run: bool,
+    errors: Vec<String>,
+}
+
+#[pymethods]
+impl CleanupReport {
+    /// A JSON-serialisable dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("files", self.files)?;
+        d.set_item("bytes", self.bytes)?;
+        d.set_item("paths", &self.paths)?;
+        d.set_item("dirs_removed", self.dirs_removed)?;
+        d.set_item("dry_run", self.dry_run)?;
+        d.set_item("errors", &self.errors)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CleanupReport(files={}, bytes={}, dirs_removed={}, dry_run={}, errors={})",
+            self.files,
+            self.bytes,
+            self.dirs_removed,
+            if self.dry_run { "True" } else { "False" },
+            self.errors.len()
+        )
+    }
+}
+
+/// Deletes files under `log_dir` whose names match `patterns` and that are older than
+/// `max_age_days`, then directories left empty. Never follows or deletes a symlink, never
+/// deletes `log_dir` or a directory that still holds a file; `dry_run` deletes nothing.
+#[pyfunction]
+#[pyo3(signature = (log_dir, max_age_days=7.0, *, patterns=vec!["*.log".to_owned()], dry_run=false, remove_empty_dirs=true))]
+pub fn cleanup_old_logs(
+    py: Python<'_>,
+    log_dir: PathBuf,
+    max_age_days: f64,
+    patterns: Vec<String>,
+    dry_run: bool,
+    remove_empty_dirs: bool,
+) -> PyResult<CleanupReport> {
+    let options = LogCleanup {
+        max_age_days,
+        patterns,
+        dry_run,
+        remove_empty_dirs,
+    };
+    let r = py.detach(|| logs::cleanup_old_logs(&log_dir, &options))?;
+    Ok(CleanupReport {
+        files: r.files,
+        bytes: r.bytes,
+        paths: r.paths.iter().map(|p| p.display().to_string()).collect(),
+        dirs_removed: r.dirs_removed,
+        dry_run: r.dry_run,
+        errors: r.errors,
+    })
+}
+
+/// A serde value as plain Python objects (dicts, lists, str, int, float, None).
+pub fn to_python<'py>(
+    py: Python<'py>,
+    value: &impl serde::Serialize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Error::Database(format!("cannot encode the report: {e}")))?;
+    py.import("json")?.getattr("loads")?.call1((text,))
+}
