@@ -7,6 +7,18 @@
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 
+# Real Apache Airflow for the DAG tests, in its own venv, at the version the Dockerfile pins.
+AIRFLOW_VERSION=$(sed -n 's/^ARG AIRFLOW_VERSION=//p' Dockerfile)
+if ! .venv-airflow/bin/python -c "import airflow, sys; sys.exit(airflow.__version__ != '$AIRFLOW_VERSION')" 2>/dev/null; then
+    say "installing apache-airflow==$AIRFLOW_VERSION into .venv-airflow (uv)"
+    rm -rf .venv-airflow
+    "$VENV/bin/uv" venv -q --python "$(readlink -f "$PY")" .venv-airflow
+    "$VENV/bin/uv" pip install -q --python .venv-airflow/bin/python \
+        "apache-airflow==$AIRFLOW_VERSION" apache-airflow-providers-postgres
+fi
+"$VENV/bin/uv" pip install -q --python .venv-airflow/bin/python --reinstall --no-deps dist/job_manager-*.whl
+export JOB_MANAGER_AIRFLOW_PYTHON="$ROOT/.venv-airflow/bin/python"
+
 say "cargo fmt --check"
 cargo fmt --check
 say "cargo clippy -- -D warnings"

@@ -10,7 +10,6 @@ from job_manager._internal import (
     SCHEMA_VERSION,
     BackupInfo,
     CleanupReport,
-    JobManager,
     PoolStatus,
     RestoreInfo,
     __version__,
@@ -30,6 +29,7 @@ from job_manager.exceptions import (
     JobManagerError,
     SchemaError,
 )
+from job_manager.manager import JobManager
 
 __all__ = [
     "SCHEMA_VERSION",

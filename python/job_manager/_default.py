@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from job_manager._internal import JobManager
+from job_manager.manager import JobManager
 
 _lock = threading.Lock()
 _manager: JobManager | None = None

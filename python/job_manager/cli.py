@@ -19,13 +19,13 @@ from typing import Any
 
 from job_manager._internal import (
     SCHEMA_VERSION,
-    JobManager,
     cleanup_old_backups,
     cleanup_old_logs,
     list_backups,
     verify_backup,
 )
 from job_manager.exceptions import JobManagerError
+from job_manager.manager import JobManager
 
 JOB_TYPES = ("IMAGE_TEST", "VIDEO_PROD")
 DEFAULT_BACKUP_DIR = os.environ.get("JOB_MANAGER_BACKUP_DIR", "backups")

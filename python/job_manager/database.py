@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from job_manager._default import default_manager
-from job_manager._internal import JobManager
+from job_manager.manager import JobManager
 
 DatabaseManager = JobManager
 

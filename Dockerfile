@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# The Airflow image with job_manager installed. The Airflow version is pinned here, once:
+# scripts/test.sh reads AIRFLOW_VERSION from this line to test the DAGs on the same Airflow.
+ARG AIRFLOW_VERSION=3.3.2
+ARG PYTHON_VERSION=3.12
+
+# --- build: the abi3 wheel, exactly as scripts/bootstrap.sh builds it -----------------------
+FROM rust:1.95-slim-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/maturin && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.9,<2"
+WORKDIR /src
+COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
+COPY src ./src
+COPY python ./python
+RUN /opt/maturin/bin/maturin build --release --out /dist
+
+# --- runtime: Airflow plus the wheel ---------------------------------------------------------
+FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
+ARG AIRFLOW_VERSION
+COPY --from=build /dist/*.whl /tmp/wheels/
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /tmp/wheels/*.whl
+USER root
+RUN rm -rf /tmp/wheels && mkdir -p /opt/airflow/backups && chown airflow: /opt/airflow/backups
+USER airflow
+ENV JOB_MANAGER_BACKUP_DIR=/opt/airflow/backups

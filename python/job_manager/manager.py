@@ -1,0 +1,25 @@
+"""``JobManager``: the Rust class, plus what only Python should do (Airflow lookups)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from job_manager import _internal
+
+
+class JobManager(_internal.JobManager):
+    """A job queue in PostgreSQL, drop-in for the replaced ``JobManager``.
+
+    ``JobManager(dsn=None, *, pool_size=4, connect_timeout=10.0)``: construction does no I/O;
+    see :class:`job_manager._internal.JobManager` for every method.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def from_airflow_connection(cls, conn_id: str = "job_manager_db", **kwargs: Any) -> JobManager:
+        """A JobManager on the database of an Airflow Connection (host, port, login, password,
+        schema). Imports Airflow only now: job_manager does not depend on it."""
+        from job_manager.airflow import dsn_from_connection
+
+        return cls(dsn_from_connection(conn_id), **kwargs)

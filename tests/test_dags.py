@@ -1,0 +1,310 @@
+"""The example DAGs in real Apache Airflow 3: parsed by DagBag, run end to end by dag.test()."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import ROOT, Server, scalar
+from job_manager import JobManager, verify_backup
+
+DAGS = ROOT / "dags"
+RUNNER = Path(__file__).resolve().parent / "airflow_runner.py"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def airflow_python() -> str:
+    python = os.environ.get("JOB_MANAGER_AIRFLOW_PYTHON") or str(ROOT / ".venv-airflow/bin/python")
+    if not Path(python).exists():
+        pytest.fail("no Airflow venv: run bash scripts/test.sh (it installs Airflow with uv)")
+    return python
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory, airflow_python: str) -> Path:
+    """An Airflow home with a migrated SQLite metadata database, shared by the session."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    subprocess.run(
+        [str(Path(airflow_python).parent / "airflow"), "db", "migrate"],
+        env=airflow_env(home, None),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return home
+
+
+def airflow_env(home: Path, dsn: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_MANAGER_", "AIRFLOW"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
+        PYTHONWARNINGS="ignore",
+    )
+    if dsn:
+        env["JOB_MANAGER_DSN"] = dsn
+    env.update(extra)
+    return env
+
+
+def run_dag(
+    python: str, home: Path, dsn: str | None, dag_id: str, conf: dict | None = None, **env: str
+) -> dict:
+    out = subprocess.run(
+        [python, str(RUNNER), str(DAGS / f"{dag_id}.py"), json.dumps(conf or {})],
+        env=airflow_env(home, dsn, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no result (exit {out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["log"] = out.stdout + out.stderr
+    return result
+
+
+class Listener:
+    """A TCP port that counts connection attempts (and never answers)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                self.accepted += 1
+                conn.close()
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    li = Listener()
+    yield li
+    li.close()
+
+
+PARSE = """
+import json
+from unittest import mock
+import airflow.sdk
+from airflow.dag_processing.dagbag import DagBag
+
+def refuse(*args, **kwargs):
+    raise AssertionError("a connection was looked up at parse time")
+
+with mock.patch.object(airflow.sdk.BaseHook, "get_connection", side_effect=refuse):
+    bag = DagBag(dag_folder=__import__("os").environ["AIRFLOW__CORE__DAGS_FOLDER"])
+print("RESULT " + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                              "dags": sorted(bag.dag_ids)}))
+"""
+
+
+def test_dagbag_parses_every_dag_without_touching_a_database(
+    airflow_python: str, airflow_home: Path, listener: Listener
+) -> None:
+    unreachable = f"postgresql://u:pw@127.0.0.1:{listener.port}/db"
+    out = subprocess.run(
+        [airflow_python, "-c", PARSE],
+        env=airflow_env(airflow_home, unreachable, AIRFLOW_CONN_JOB_MANAGER_DB=unreachable),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert result["errors"] == {}
+    assert result["dags"] == [
+        "job_manager_backup",
+        "job_manager_init",
+        "job_manager_maintenance",
+        "job_queue_example",
+    ]
+    time.sleep(0.2)
+    assert listener.accepted == 0
+
+
+def test_init_dag(
+    airflow_python: str, airflow_home: Path, dsn: str, db: psycopg.Connection
+) -> None:
+    first = run_dag(airflow_python, airflow_home, dsn, "job_manager_init")
+    assert first["state"] == "success", first["log"][-3000:]
+    assert first["xcom"]["apply_missing"] == [
+        "V1__baseline",
+        "V2__job_status_values",
+        "V3__queue_indexes_and_error_message",
+    ]
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 3
+    again = run_dag(airflow_python, airflow_home, dsn, "job_manager_init")
+    assert again["state"] == "success"
+    assert again["xcom"]["apply_missing"] == []
+    assert "nothing to do" in again["log"]
+
+
+def test_init_dag_prefers_the_airflow_connection(
+    airflow_python: str, airflow_home: Path, dsn: str, listener: Listener
+) -> None:
+    """JOB_MANAGER_DSN points nowhere; the Airflow Connection is what the tasks must use."""
+    env_dsn = f"postgresql://u:pw@127.0.0.1:{listener.port}/db"
+    result = run_dag(
+        airflow_python, airflow_home, env_dsn, "job_manager_init", AIRFLOW_CONN_JOB_MANAGER_DB=dsn
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    assert "using Airflow connection 'job_manager_db'" in result["log"]
+    assert JobManager(dsn).pending_migrations() == []
+    assert listener.accepted == 0
+
+
+def test_backup_dag_backs_up_verifies_and_rotates(
+    airflow_python: str, airflow_home: Path, dsn: str, jm: JobManager, tmp_path: Path
+) -> None:
+    jm.add_jobs([f"backed up {i}" for i in range(50)], "VIDEO_PROD")
+    d = tmp_path / "backups"
+    old = [jm.backup_database(d, keep=None) for _ in range(2)]
+    (d / "notes.txt").write_text("not a backup")
+    result = run_dag(
+        airflow_python, airflow_home, dsn, "job_manager_backup", {"backup_dir": str(d), "keep": 2}
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    assert set(result["tasks"].values()) == {"success"}
+    made = result["xcom"]["backup"]
+    assert verify_backup(made["path"]).rows == {"jobs": 50, "download_queue": 0}
+    assert result["xcom"]["verify"]["sha256"] == made["sha256"]
+    # keep=2: the new one and the newest older one; the oldest went; notes.txt stayed.
+    assert result["xcom"]["rotate"] == [old[0].path]
+    names = sorted(p.name for p in d.iterdir())
+    assert names == sorted(["notes.txt", Path(old[1].path).name, Path(made["path"]).name])
+
+
+def test_backup_dag_fails_loudly(
+    airflow_python: str, airflow_home: Path, dsn: str, jm: JobManager, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the backup directory should be")
+    result = run_dag(
+        airflow_python, airflow_home, dsn, "job_manager_backup", {"backup_dir": str(blocker)}
+    )
+    assert result["state"] == "failed"
+    assert result["tasks"]["backup"] == "failed"
+    assert "is not a directory" in result["log"]
+
+
+def test_maintenance_dag(
+    airflow_python: str,
+    airflow_home: Path,
+    dsn: str,
+    jm: JobManager,
+    db: psycopg.Connection,
+    tmp_path: Path,
+) -> None:
+    ids = [jm.add_job(f"m{i}", "IMAGE_TEST") for i in range(3)]
+    for _ in ids:
+        jm.get_and_lock_job("IMAGE_TEST")
+    db.execute("ALTER TABLE jobs DISABLE TRIGGER update_jobs_updated_at")
+    db.execute(
+        "UPDATE jobs SET updated_at = LOCALTIMESTAMP - interval '2 hours' WHERE id <> %s", (ids[2],)
+    )
+    db.execute("ALTER TABLE jobs ENABLE TRIGGER update_jobs_updated_at")
+    logs = tmp_path / "logs"
+    old_log = logs / "dag_id=x" / "run_id=r" / "task_id=t" / "attempt=1.log"
+    old_log.parent.mkdir(parents=True)
+    old_log.write_text("old")
+    ten_days = time.time() - 10 * 86_400
+    os.utime(old_log, (ten_days, ten_days))
+    new_log = logs / "dag_id=x" / "run_id=s" / "task_id=t" / "attempt=1.log"
+    new_log.parent.mkdir(parents=True)
+    new_log.write_text("new")
+
+    dry = run_dag(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_maintenance",
+        {"log_dir": str(logs), "backup_dir": str(tmp_path / "none"), "dry_run": True},
+    )
+    assert dry["state"] == "success", dry["log"][-3000:]
+    assert old_log.exists()
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 3
+
+    result = run_dag(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_maintenance",
+        {"log_dir": str(logs), "backup_dir": str(tmp_path / "none")},
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    assert result["xcom"]["reset_stuck_jobs"] == 2
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 1
+    assert not old_log.exists()
+    assert new_log.exists()
+    assert result["xcom"]["cleanup_logs"]["files"] == 1
+    assert result["xcom"]["analyze"] == ["jobs", "download_queue", "job_manager_schema_history"]
+    report = result["xcom"]["health_report"]
+    assert report["jobs"] == {"IMAGE_TEST": {"pending": 2, "processing": 1}}
+    assert any("no backup directory" in p for p in report["problems"])
+    assert "health: no backup directory" in result["log"]
+
+
+def test_queue_example_claims_each_job_once(
+    airflow_python: str, airflow_home: Path, dsn: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    lines = [f"picture number {i}" for i in range(12)] + ["please fail this one"]
+    prompts.write_text("\n".join(lines) + "\n", "utf-8")
+    out = tmp_path / "outputs"
+    result = run_dag(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_queue_example",
+        {"prompts_file": str(prompts), "workers": 4, "output_dir": str(out)},
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    assert [k for k in result["tasks"] if k.startswith("work[")] == [f"work[{i}]" for i in range(4)]
+    claimed = [i for k, v in result["xcom"].items() if k.startswith("work[") for i in v]
+    assert sorted(claimed) == list(range(1, 14))
+    assert result["xcom"]["report"]["stats"] == {"IMAGE_TEST": {"completed": 12, "failed": 1}}
+    assert scalar(db, "SELECT error_message FROM jobs WHERE prompt_text = %s", lines[-1]) == (
+        "stand-in failure: the prompt asked for it"
+    )
+    assert len(list(out.iterdir())) == 12
+    assert "=== 作业统计信息 ===" in result["log"]
+
+
+def test_dag_files_run_standalone_end_with_dag_test() -> None:
+    for path in DAGS.glob("*.py"):
+        assert path.read_text().rstrip().endswith("dag.test()"), path
+
+
+def test_server_fixture_is_real(server: Server) -> None:
+    with server.admin() as c:
+        assert scalar(c, "SELECT 1") == 1
