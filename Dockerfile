@@ -21,7 +21,8 @@ FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 ARG AIRFLOW_VERSION
 COPY --from=build /dist/*.whl /tmp/wheels/
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /tmp/wheels/*.whl
-USER root
-RUN rm -rf /tmp/wheels && mkdir -p /opt/airflow/backups && chown airflow: /opt/airflow/backups
-USER airflow
+# The official image's user is airflow, uid 50000, group 0.
+USER 0
+RUN rm -rf /tmp/wheels && mkdir -p /opt/airflow/backups && chown 50000:0 /opt/airflow/backups
+USER 50000
 ENV JOB_MANAGER_BACKUP_DIR=/opt/airflow/backups
