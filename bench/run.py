@@ -1,0 +1,777 @@
+"""job_manager side by side with the Python code it replaces, pg_dump/psql and pgbench.
+
+    bash bench/run.sh            # default sizes, writes BENCHMARKS.md (under 10 minutes)
+    bash bench/run.sh --quick    # small sizes, for CI: proves the harness works
+
+Every case runs job_manager and its baselines interleaved (the order rotates each round) for
+several rounds, against the same database and data, and reports the median of each and the
+ratio per round, so a noisy machine cannot fake a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import job_manager
+import psycopg
+import psycopg2
+from job_manager import JobManager
+from psycopg.conninfo import conninfo_to_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import CLAIM, STATS, PooledPython, SeedStyle
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import pgcluster  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Result:
+    case: str
+    impl: str
+    values: list[float]
+    unit: str
+    higher_is_better: bool = True
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+
+@dataclass
+class Case:
+    name: str
+    results: list[Result] = field(default_factory=list)
+    bars: list[tuple[str, bool]] = field(default_factory=list)  # (text, met)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, r: Result) -> Result:
+        self.results.append(r)
+        return r
+
+    def ratios(self, ours: Result, other: Result) -> list[float]:
+        """Per round: how many times better job_manager is (>1 is better)."""
+        out = []
+        for a, b in zip(ours.values, other.values, strict=False):
+            if ours.higher_is_better:
+                out.append(a / b if b else float("inf"))
+            else:
+                out.append(b / a if a else float("inf"))
+        return out
+
+    def bar(self, text: str, met: bool) -> None:
+        self.bars.append((text, met))
+        log(f"  bar: {text}: {'MET' if met else 'MISSED'}")
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+class Bench:
+    def __init__(self, dsn: str, quick: bool, bindir: Path) -> None:
+        self.dsn = dsn
+        self.quick = quick
+        self.bindir = bindir
+        self.cases: list[Case] = []
+        params = conninfo_to_dict(dsn)
+        self.pgenv = dict(
+            os.environ,
+            PGHOST=str(params.get("host", "127.0.0.1")),
+            PGPORT=str(params.get("port", 5432)),
+            PGUSER=str(params.get("user", "postgres")),
+            PGPASSWORD=str(params.get("password", "")),
+        )
+        self.rounds = 2 if quick else 5
+        self.heavy_rounds = 1 if quick else 3
+
+    # -- helpers ------------------------------------------------------------------------------
+    def db_dsn(self, dbname: str) -> str:
+        params = conninfo_to_dict(self.dsn)
+        auth = params["user"] + (f":{params['password']}" if params.get("password") else "")
+        return f"postgresql://{auth}@{params['host']}:{params['port']}/{dbname}"
+
+    def fresh_db(self, name: str) -> str:
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            c.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return self.db_dsn(name)
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+    def pgbench(self, dbname: str, sql: str, seconds: float, prelude: str = "") -> float:
+        """Transactions per second of one statement, `pgbench -n -M prepared -c 1`."""
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+            f.write(prelude + sql.strip().replace("\n", " ") + ";\n")
+            script = f.name
+        try:
+            out = subprocess.run(
+                [
+                    self.tool("pgbench"),
+                    "-n",
+                    "-M",
+                    "prepared",
+                    "-c",
+                    "1",
+                    "-T",
+                    str(seconds),
+                    "-f",
+                    script,
+                    dbname,
+                ],
+                env=self.pgenv,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        finally:
+            os.unlink(script)
+        m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+        assert m, out
+        return float(m.group(1))
+
+    def run(self, selected: list[str]) -> None:
+        for name in selected:
+            started = time.perf_counter()
+            log(f"case {name} ...")
+            getattr(self, f"case_{name}")()
+            log(f"case {name} done in {time.perf_counter() - started:.1f}s")
+
+    # -- cases ----------------------------------------------------------------------------------
+    def case_construction(self) -> None:
+        case = Case("JobManager() construction")
+        self.cases.append(case)
+        n = 20_000 if self.quick else 200_000
+        dsn = self.db_dsn("bench_nothing_here")
+        values = []
+        for _ in range(self.rounds):
+            t = timed(lambda: [JobManager(dsn) for _ in range(n)])
+            values.append(rate(n, t))
+        r = case.add(Result(case.name, "job_manager", values, "constructions/s"))
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            opened = c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'bench_nothing_here'"
+            ).fetchone()[0]
+        case.bar(f"no connection opened (found {opened})", opened == 0)
+        case.bar(f">= 100,000/s (median {r.median:,.0f}/s)", r.median >= 100_000)
+
+    def case_single_calls(self) -> None:
+        dsn = self.fresh_db("bench_calls")
+        jm = JobManager(dsn)
+        jm.init_database()
+        n_fill = 20_000 if self.quick else 200_000
+        jm.add_jobs([f"claimable {i}" for i in range(n_fill)], "VIDEO_PROD")
+        max_id = n_fill
+        impls: dict[str, object] = {
+            "job_manager": jm,
+            "pooled-python": PooledPython(dsn),
+            "seed-style": SeedStyle(dsn),
+        }
+        n_fast = 500 if self.quick else 3000
+        n_seed = 50 if self.quick else 300
+        counter = [0]
+
+        def next_prompt() -> str:
+            counter[0] += 1
+            return f"bench prompt {counter[0]} {time.perf_counter_ns()}"
+
+        calls = {
+            "add_job": (
+                lambda impl: impl.add_job(next_prompt(), "IMAGE_TEST"),
+                "WITH inserted AS (INSERT INTO jobs (prompt_text, job_type) VALUES "
+                "('pgbench ' || :r || ' ' || :s, 'IMAGE_TEST') ON CONFLICT (prompt_text) "
+                "DO NOTHING RETURNING id, job_type) SELECT id FROM inserted UNION ALL "
+                "SELECT id FROM jobs WHERE prompt_text = 'pgbench ' || :r || ' ' || :s "
+                "LIMIT 1",
+                "\\set r random(1, 2000000000)\n\\set s random(1, 2000000000)\n",
+            ),
+            "get_and_lock_job": (
+                lambda impl: impl.get_and_lock_job("VIDEO_PROD"),
+                CLAIM.replace("%s", "'VIDEO_PROD'"),
+                "",
+            ),
+            "check_table_exists": (
+                lambda impl: impl.check_table_exists("jobs"),
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN "
+                "pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE "
+                "n.nspname = current_schema() AND c.relname::text = "
+                "'jobs'::text AND c.relkind IN ('r', 'p'))",
+                "",
+            ),
+            "get_job_by_id": (
+                lambda impl: impl.get_job_by_id(1 + counter[0] % max_id),
+                "SELECT id, prompt_text, status, job_type, local_path, gcs_uri, "
+                "operation_id, error_message, created_at, updated_at FROM jobs "
+                "WHERE id = :id",
+                f"\\set id random(1, {max_id})\n",
+            ),
+        }
+        floor_select1: list[float] = []
+        for call, (fn, sql, prelude) in calls.items():
+            case = Case(f"single call: {call}")
+            self.cases.append(case)
+            values: dict[str, list[float]] = {k: [] for k in [*impls, "pgbench (floor)"]}
+            order = list(impls)
+            for rnd in range(self.rounds):
+                order = order[1:] + order[:1]
+                for name in order:
+                    impl = impls[name]
+                    n = n_seed if name == "seed-style" else n_fast
+                    fn(impl)  # warm: pool open, statements prepared
+
+                    def loop(impl: object = impl, n: int = n, fn=fn) -> None:  # type: ignore[no-untyped-def]
+                        for _ in range(n):
+                            fn(impl)
+
+                    values[name].append(rate(n, timed(loop)))
+                values["pgbench (floor)"].append(
+                    self.pgbench("bench_calls", sql, 1 if self.quick else 2, prelude)
+                )
+                if call == "get_and_lock_job" and rnd == 0:
+                    floor_select1.append(
+                        self.pgbench("bench_calls", "SELECT 1", 1 if self.quick else 2)
+                    )
+            results = {k: case.add(Result(case.name, k, v, "calls/s")) for k, v in values.items()}
+            ours = results["job_manager"]
+            seed = statistics.median(case.ratios(ours, results["seed-style"]))
+            pooled = statistics.median(case.ratios(ours, results["pooled-python"]))
+            floor = ours.median / results["pgbench (floor)"].median
+            case.bar(f">= 10x seed-style (median ratio {seed:.1f}x)", seed >= 10)
+            case.bar(f">= 1.2x pooled-python (median ratio {pooled:.2f}x)", pooled >= 1.2)
+            case.bar(f">= 70% of pgbench's rate ({floor:.0%})", floor >= 0.7)
+        if floor_select1:
+            self.cases[-1].notes.append(
+                f"bare round trip on this machine: pgbench `SELECT 1` {floor_select1[0]:,.0f}/s"
+            )
+        for impl in impls.values():
+            impl.close()
+
+    def case_bulk_insert(self) -> None:
+        case = Case("bulk insert (add_jobs)")
+        self.cases.append(case)
+        n = 10_000 if self.quick else 100_000
+        dsn = self.fresh_db("bench_bulk")
+        jm = JobManager(dsn)
+        jm.init_database()
+        pooled = PooledPython(dsn)
+        values: dict[str, list[float]] = {"job_manager": [], "pooled-python (COPY)": []}
+        for rnd in range(self.rounds):
+            prompts = [f"bulk {rnd} {i} " + "x" * 40 for i in range(n)]
+            for name in ["job_manager", "pooled-python (COPY)"][:: 1 if rnd % 2 else -1]:
+                with psycopg.connect(dsn, autocommit=True) as c:
+                    c.execute("TRUNCATE jobs CASCADE")
+                if name == "job_manager":
+                    t = timed(lambda p=prompts: jm.add_jobs(p, "IMAGE_TEST"))
+                else:
+                    t = timed(lambda p=prompts: pooled.copy_jobs(p, "IMAGE_TEST"))
+                values[name].append(rate(n, t))
+        ours = case.add(Result(case.name, "job_manager", values["job_manager"], "rows/s"))
+        other = case.add(
+            Result(case.name, "pooled-python (COPY)", values["pooled-python (COPY)"], "rows/s")
+        )
+        ratio = statistics.median(case.ratios(ours, other))
+        case.bar(f">= pooled-python's COPY rate (median ratio {ratio:.2f}x)", ratio >= 1.0)
+        case.bar(f">= 200,000 rows/s (median {ours.median:,.0f})", ours.median >= 200_000)
+        pooled.close()
+
+    def case_concurrency(self) -> None:
+        case = Case("concurrent claims, one shared JobManager")
+        self.cases.append(case)
+        dsn = self.fresh_db("bench_threads")
+        jm = JobManager(dsn, pool_size=4)
+        jm.init_database()
+        per_round = 4_000 if self.quick else 20_000
+        values: dict[str, list[float]] = {"1 thread": [], "4 threads": []}
+        duplicates = 0
+        for _ in range(self.rounds):
+            for threads in (1, 4):
+                jm.add_jobs(
+                    [f"c {time.perf_counter_ns()} {i}" for i in range(per_round)], "IMAGE_TEST"
+                )
+                claimed: list[list[int]] = [[] for _ in range(threads)]
+
+                def work(slot: list[int]) -> None:
+                    while (job := jm.get_and_lock_job("IMAGE_TEST")) is not None:
+                        slot.append(job["id"])
+
+                ts = [threading.Thread(target=work, args=(claimed[i],)) for i in range(threads)]
+                t0 = time.perf_counter()
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+                elapsed = time.perf_counter() - t0
+                ids = [i for s in claimed for i in s]
+                duplicates += len(ids) - len(set(ids))
+                assert len(ids) == per_round, (len(ids), per_round)
+                values[f"{threads} thread{'s' if threads > 1 else ''}"].append(
+                    rate(len(ids), elapsed)
+                )
+        one = case.add(Result(case.name, "1 thread", values["1 thread"], "claims/s"))
+        four = case.add(Result(case.name, "4 threads", values["4 threads"], "claims/s"))
+        ratio = statistics.median(case.ratios(four, one))
+        case.bar(f"4 threads >= 1.5x one thread (median ratio {ratio:.2f}x)", ratio >= 1.5)
+        case.bar(f"every job claimed exactly once ({duplicates} duplicates)", duplicates == 0)
+
+    def prefill_big(self) -> tuple[str, int]:
+        """The large dataset: N pending jobs with ~300-byte prompts, plus downloads."""
+        n = 50_000 if self.quick else 1_000_000
+        dsn = self.fresh_db("bench_big")
+        jm = JobManager(dsn)
+        jm.init_database()
+        filler = "lorem ipsum dolor sit amet, 一只可爱的小猫, consectetur \\ adipiscing\t " * 4
+        t0 = time.perf_counter()
+        batch = 100_000
+        for start in range(0, n, batch):
+            jm.add_jobs(
+                [
+                    f"big {i} {filler[: 280 - len(str(i))]}"
+                    for i in range(start, min(n, start + batch))
+                ],
+                "VIDEO_PROD" if start % (2 * batch) else "IMAGE_TEST",
+            )
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "INSERT INTO download_queue (job_id, remote_url, local_path, file_type) "
+                "SELECT id, 'gs://bucket/' || id, '/out/' || id, 'video' FROM jobs WHERE id % 10 = 0"
+            )
+            c.execute("VACUUM ANALYZE jobs")
+            c.execute("VACUUM ANALYZE download_queue")
+            size = c.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()[0]
+        log(f"  prefilled {n:,} jobs ({size}) in {time.perf_counter() - t0:.1f}s")
+        self.big = (dsn, n, size)
+        return dsn, n
+
+    def case_stats(self) -> None:
+        dsn, n = self.prefill_big()
+        case = Case(f"get_job_stats on {n:,} jobs")
+        self.cases.append(case)
+        jm = JobManager(dsn)
+        pooled = PooledPython(dsn)
+        reps = 5 if self.quick else 20
+        values: dict[str, list[float]] = {
+            "job_manager": [],
+            "pooled-python": [],
+            "psql/pgbench (same query)": [],
+        }
+        for _ in range(self.rounds):
+            jm.get_job_stats()
+            values["job_manager"].append(
+                timed(lambda: [jm.get_job_stats() for _ in range(reps)]) / reps * 1000
+            )
+            pooled.get_job_stats()
+            values["pooled-python"].append(
+                timed(lambda: [pooled.get_job_stats() for _ in range(reps)]) / reps * 1000
+            )
+            tps = self.pgbench("bench_big", STATS, 1 if self.quick else 3)
+            values["psql/pgbench (same query)"].append(1000 / tps)
+        results = {
+            k: case.add(Result(case.name, k, v, "ms per call", higher_is_better=False))
+            for k, v in values.items()
+        }
+        ratio = results["job_manager"].median / results["psql/pgbench (same query)"].median
+        case.bar(f"within 1.2x of the query run by pgbench ({ratio:.2f}x the time)", ratio <= 1.2)
+        pooled.close()
+
+    def case_backup_restore(self) -> None:
+        dsn, n = self.big[0], self.big[1]
+        case = Case(f"backup and restore of {n:,} jobs ({self.big[2]}) + downloads")
+        self.cases.append(case)
+        work = Path(tempfile.mkdtemp(prefix="jm-bench-"))
+        backup_code = (
+            "import resource, sys, json; from job_manager import JobManager;"
+            "i = JobManager(sys.argv[1]).backup_database(sys.argv[2], keep=None);"
+            "print(json.dumps({'path': i.path, 'size': i.size_bytes}))"
+        )
+        values: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "backup: job_manager",
+                "backup: pg_dump -t (same tables)",
+                "backup: psql \\copy to /dev/null (floor)",
+                "restore: job_manager",
+                "restore: psql --single-transaction (pg_dump's file)",
+            )
+        }
+        rss: list[float] = []
+        restore_dsn = self.fresh_db("bench_restore")
+        JobManager(restore_dsn).init_database()
+        try:
+            for rnd in range(self.heavy_rounds):
+                d = work / f"r{rnd}"
+                d.mkdir()
+                # job_manager backup, in its own process to measure its peak memory.
+                t0 = time.perf_counter()
+                p = subprocess.Popen(
+                    [sys.executable, "-c", backup_code, dsn, str(d)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                _, status, usage = os.wait4(p.pid, 0)
+                values["backup: job_manager"].append(time.perf_counter() - t0)
+                out = p.stdout.read() if p.stdout else ""
+                assert os.waitstatus_to_exitcode(status) == 0, out
+                ours_file = json.loads(out)["path"]
+                rss.append(usage.ru_maxrss / 1024)
+                dump_file = d / "pg_dump.sql"
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [
+                        self.tool("pg_dump"),
+                        "-t",
+                        "jobs",
+                        "-t",
+                        "download_queue",
+                        "-t",
+                        "job_manager_schema_history",
+                        "-f",
+                        str(dump_file),
+                        "bench_big",
+                    ],
+                    env=self.pgenv,
+                    check=True,
+                )
+                values["backup: pg_dump -t (same tables)"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for table in ("jobs", "download_queue"):
+                    subprocess.run(
+                        [
+                            self.tool("psql"),
+                            "-X",
+                            "-q",
+                            "-d",
+                            "bench_big",
+                            "-c",
+                            f"\\copy {table} to /dev/null",
+                        ],
+                        env=self.pgenv,
+                        check=True,
+                    )
+                values["backup: psql \\copy to /dev/null (floor)"].append(time.perf_counter() - t0)
+                # Restores: ours into a database with the schema; pg_dump's file into a fresh one.
+                target = JobManager(restore_dsn)
+                values["restore: job_manager"].append(
+                    timed(lambda t=target, f=ours_file: t.restore_database(f, safety_backup=False))
+                )
+                target.close()
+                # pg_dump -t leaves out the trigger function the tables use: create it first.
+                with psycopg.connect(self.fresh_db("bench_restore_psql"), autocommit=True) as c:
+                    c.execute(
+                        "CREATE FUNCTION public.update_updated_at_column() RETURNS trigger "
+                        "LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = CURRENT_TIMESTAMP; "
+                        "RETURN NEW; END; $$"
+                    )
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [
+                        self.tool("psql"),
+                        "-X",
+                        "-q",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "--single-transaction",
+                        "-f",
+                        str(dump_file),
+                        "-d",
+                        "bench_restore_psql",
+                    ],
+                    env=self.pgenv,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+                values["restore: psql --single-transaction (pg_dump's file)"].append(
+                    time.perf_counter() - t0
+                )
+                shutil.rmtree(d)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        res = {
+            k: case.add(Result(case.name, k, v, "seconds", higher_is_better=False))
+            for k, v in values.items()
+        }
+        case.add(
+            Result(case.name, "backup: job_manager peak RSS", rss, "MiB", higher_is_better=False)
+        )
+        b = statistics.median(
+            case.ratios(res["backup: job_manager"], res["backup: pg_dump -t (same tables)"])
+        )
+        r = statistics.median(
+            case.ratios(
+                res["restore: job_manager"],
+                res["restore: psql --single-transaction (pg_dump's file)"],
+            )
+        )
+        case.bar(f"backup wall time <= pg_dump's (pg_dump takes {b:.2f}x ours)", b >= 1.0)
+        case.bar(
+            f"backup peak RSS < 100 MB (median {statistics.median(rss):.0f} MiB)",
+            statistics.median(rss) < 100,
+        )
+        case.bar(f"restore <= psql of pg_dump's file (psql takes {r:.2f}x ours)", r >= 1.0)
+
+    def case_claims_big(self) -> None:
+        dsn, n = self.big[0], self.big[1]
+        case = Case(f"claims on a queue of {n:,} jobs")
+        self.cases.append(case)
+        jm = JobManager(dsn)
+        per = 2_000 if self.quick else 20_000
+        start: list[float] = []
+        half: list[float] = []
+        for _ in range(self.rounds):
+            start.append(
+                rate(per, timed(lambda: [jm.get_and_lock_job("IMAGE_TEST") for _ in range(per)]))
+            )
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "UPDATE jobs SET status = 'completed' WHERE id IN (SELECT id FROM jobs "
+                "WHERE status = 'pending' AND job_type = 'IMAGE_TEST' ORDER BY created_at, id "
+                "LIMIT (SELECT count(*) / 2 FROM jobs WHERE job_type = 'IMAGE_TEST'))"
+            )
+            processed = c.execute(
+                "SELECT count(*) FILTER (WHERE status <> 'pending')::float / count(*) FROM jobs "
+                "WHERE job_type = 'IMAGE_TEST'"
+            ).fetchone()[0]
+        for _ in range(self.rounds):
+            half.append(
+                rate(per, timed(lambda: [jm.get_and_lock_job("IMAGE_TEST") for _ in range(per)]))
+            )
+        floor = self.pgbench(
+            "bench_big", CLAIM.replace("%s", "'IMAGE_TEST'"), 1 if self.quick else 3
+        )
+        a = case.add(Result(case.name, "job_manager, at the start", start, "claims/s"))
+        b = case.add(Result(case.name, f"job_manager, {processed:.0%} processed", half, "claims/s"))
+        case.add(
+            Result(case.name, "pgbench (floor), same statement, at the end", [floor], "claims/s")
+        )
+        case.bar(
+            f">= 5,000 claims/s (start {a.median:,.0f}, later {b.median:,.0f})",
+            min(a.median, b.median) >= 5000,
+        )
+        slow = 1 - b.median / a.median
+        case.bar(f"no more than 20% slower after half is processed ({slow:+.0%})", slow <= 0.2)
+
+    def case_logs(self) -> None:
+        n = 5_000 if self.quick else 100_000
+        case = Case(f"cleanup_old_logs on a {n:,}-file Airflow log tree (half old)")
+        self.cases.append(case)
+        work = Path(tempfile.mkdtemp(prefix="jm-bench-logs-"))
+        old = time.time() - 10 * 86400
+
+        def make_tree(root: Path) -> None:
+            for i in range(n):
+                d = (
+                    root
+                    / f"dag_id=dag_{i % 50}"
+                    / f"run_id=run_{i % 1000}"
+                    / f"task_id=task_{i % 7}"
+                )
+                d.mkdir(parents=True, exist_ok=True)
+                f = d / f"attempt={i}.log"
+                f.write_bytes(b"x" * 64)
+                if i % 2 == 0:
+                    os.utime(f, (old, old))
+
+        values: dict[str, list[float]] = {
+            "job_manager.cleanup_old_logs": [],
+            "find -mtime +7 -delete": [],
+        }
+        try:
+            for rnd in range(self.heavy_rounds):
+                a, b = work / f"a{rnd}", work / f"b{rnd}"
+                make_tree(a)
+                make_tree(b)
+                subprocess.run(["sync"], check=False)
+                pairs = [("job_manager.cleanup_old_logs", a), ("find -mtime +7 -delete", b)]
+                for name, root in pairs if rnd % 2 == 0 else pairs[::-1]:
+                    if name.startswith("job_manager"):
+                        t = timed(
+                            lambda root=root: job_manager.cleanup_old_logs(
+                                root, 7, remove_empty_dirs=False
+                            )
+                        )
+                    else:
+                        t = timed(
+                            lambda root=root: subprocess.run(
+                                ["find", str(root), "-name", "*.log", "-mtime", "+7", "-delete"],
+                                check=True,
+                            )
+                        )
+                    values[name].append(t)
+                left = sum(1 for _ in a.rglob("*.log")), sum(1 for _ in b.rglob("*.log"))
+                assert left[0] == left[1] == n // 2, left
+                shutil.rmtree(a)
+                shutil.rmtree(b)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        ours = case.add(
+            Result(
+                case.name,
+                "job_manager.cleanup_old_logs",
+                values["job_manager.cleanup_old_logs"],
+                "seconds",
+                higher_is_better=False,
+            )
+        )
+        find = case.add(
+            Result(
+                case.name,
+                "find -mtime +7 -delete",
+                values["find -mtime +7 -delete"],
+                "seconds",
+                higher_is_better=False,
+            )
+        )
+        ratio = statistics.median(case.ratios(ours, find))
+        case.bar(f"<= find's time (find takes {ratio:.2f}x ours)", ratio >= 1.0)
+
+
+CASES = [
+    "construction",
+    "single_calls",
+    "bulk_insert",
+    "concurrency",
+    "stats",
+    "backup_restore",
+    "claims_big",
+    "logs",
+]
+
+
+def fmt(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def report(bench: Bench, command: str, server_version: str, settings: str) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"- machine: {machine()}",
+        f"- PostgreSQL {server_version} on the same machine, over TCP to 127.0.0.1 with "
+        f"scram-sha-256 passwords; {settings}",
+        f"- job_manager {job_manager.__version__} (release wheel), Python {platform.python_version()}, "
+        f"psycopg {psycopg.__version__}, psycopg2 {psycopg2.__version__.split()[0]}",
+        f"- {bench.rounds} rounds per case ({bench.heavy_rounds} for backup/restore and logs), "
+        "implementations interleaved with the order rotated each round; values are medians, "
+        "ratios are computed per round and their median shown.",
+        "",
+        "Baselines (in `bench/baselines.py`, never shipped): **seed-style** is the replaced "
+        "JobManager (psycopg2, a new connection per call, check-then-insert); **pooled-python** is "
+        "psycopg 3 with psycopg_pool and prepared statements (COPY for bulk); **pgbench** "
+        "(`-n -M prepared -c 1`) running the very statement job_manager sends is the floor: what "
+        "PostgreSQL itself allows here.",
+        "",
+    ]
+    for case in bench.cases:
+        lines += [
+            f"## {case.name}",
+            "",
+            "| implementation | median | unit | per round | ratio (job_manager vs it, per round) |",
+            "| --- | ---: | --- | --- | --- |",
+        ]
+        ours = case.results[0]
+        for r in case.results:
+            per_round = " / ".join(fmt(v) for v in r.values)
+            ratio = ""
+            if r is not ours and r.unit == ours.unit and len(r.values) == len(ours.values):
+                ratio = " / ".join(f"{x:.2f}x" for x in case.ratios(ours, r))
+            lines.append(f"| {r.impl} | {fmt(r.median)} | {r.unit} | {per_round} | {ratio} |")
+        lines.append("")
+        for text, met in case.bars:
+            lines.append(f"- {'✅' if met else '❌'} {text}")
+        for note in case.notes:
+            lines.append(f"- {note}")
+        lines.append("")
+    notes = Path(__file__).with_name("NOTES.md")
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--only", action="append", choices=CASES, help="run only these cases")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    dsn = os.environ.get("JOB_MANAGER_BENCH_DSN")
+    base = None
+    if dsn:
+        bindir = pgcluster.find_bindir()
+        settings = "server settings as configured"
+    else:
+        base = Path(tempfile.mkdtemp(prefix="jm-bench-pg-"))
+        cluster = pgcluster.start(base / "cluster")
+        dsn, bindir = cluster.dsn, Path(cluster.bindir)
+        settings = f"a throwaway cluster started by the bench ({cluster.options.split(' -c ', 1)[1].replace(' -c ', ', ')})"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            server_version = c.execute("SHOW server_version").fetchone()[0]
+        bench = Bench(dsn, args.quick, bindir)
+        selected = args.only or CASES
+        if any(c in selected for c in ("backup_restore", "claims_big")) and "stats" not in selected:
+            selected = ["stats", *selected]
+        t0 = time.perf_counter()
+        bench.run([c for c in CASES if c in selected])
+        command = "bash bench/run.sh" + (" --quick" if args.quick else "")
+        text = report(bench, command, server_version, settings)
+        print(text)
+        log(f"all cases done in {time.perf_counter() - t0:.0f}s")
+        if not args.no_write:
+            args.output.write_text(text + "\n")
+            log(f"wrote {args.output}")
+    finally:
+        if base is not None:
+            pgcluster.stop(base / "cluster")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
