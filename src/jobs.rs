@@ -4,10 +4,13 @@
 //! use `FOR UPDATE SKIP LOCKED` on the partial index `idx_jobs_claim`, so any number of workers
 //! claim each job exactly once and a claim costs the same however many jobs are done.
 
+use std::collections::HashSet;
+use std::io::Write;
+
 use chrono::NaiveDateTime;
 use postgres::Row;
 
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 use crate::model::{check_id, check_opt_text, check_prompt, check_text, JobStatus, JobType};
 use crate::pool::{Connection, Context, LazyPool};
 
@@ -99,9 +102,17 @@ const ADD_JOBS: &str = "
     INSERT INTO jobs (prompt_text, job_type)
     SELECT p, $2 FROM unnest($1::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n
     ON CONFLICT (prompt_text) DO NOTHING";
+const EXISTING_PROMPTS: &str = "SELECT prompt_text FROM jobs WHERE prompt_text = ANY($1::text[])";
 
-/// Adds many jobs in one transaction, one statement per 10,000 prompts. Returns how many were
-/// new (prompts already queued are skipped). All or nothing.
+/// Adds many jobs in one transaction. Returns how many were new (prompts already queued are
+/// skipped). All or nothing.
+///
+/// Fast path: one indexed lookup finds the prompts already queued, and the new ones are
+/// streamed with COPY (PostgreSQL's bulk path). A concurrent writer that queues one of the
+/// same prompts in between makes COPY hit the unique index; that attempt rolls back and the
+/// batch is added with `INSERT ... ON CONFLICT DO NOTHING` instead. After a load that is large
+/// for the table, `ANALYZE` refreshes the planner's statistics so claims use the claim index
+/// at once rather than after autovacuum's next visit.
 pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Result<u64> {
     for p in prompts {
         check_prompt(p)?;
@@ -109,18 +120,94 @@ pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Resul
     if prompts.is_empty() {
         return Ok(0);
     }
-    pool.run(|c| {
-        let mut tx = c.client().transaction().context("adding jobs")?;
-        let mut added = 0;
-        for chunk in prompts.chunks(BATCH) {
-            added += tx
-                .execute(ADD_JOBS, &[&chunk, &job_type.as_str()])
-                .context("adding jobs")?;
+    let added = pool.run(|c| match copy_new_prompts(c, prompts, job_type) {
+        Err(Error::Database(m)) if m.contains("SQLSTATE 23505") => {
+            log::info!("a concurrent writer queued some of these prompts; adding with ON CONFLICT");
+            insert_on_conflict(c, prompts, job_type)
         }
-        tx.commit().context("adding jobs")?;
-        log::info!("added {added} of {} jobs ({job_type})", prompts.len());
-        Ok(added)
-    })
+        other => other,
+    })?;
+    log::info!("added {added} of {} jobs ({job_type})", prompts.len());
+    if added >= 1000 {
+        pool.run(|c| analyze_if_grown(c, added))?;
+    }
+    Ok(added)
+}
+
+fn copy_new_prompts(c: &mut Connection, prompts: &[String], job_type: JobType) -> Result<u64> {
+    let mut tx = c.client().transaction().context("adding jobs")?;
+    let mut existing = HashSet::new();
+    for chunk in prompts.chunks(BATCH) {
+        for row in tx
+            .query(EXISTING_PROMPTS, &[&chunk])
+            .context("adding jobs")?
+        {
+            existing.insert(row.get::<_, String>(0));
+        }
+    }
+    let mut seen = HashSet::with_capacity(prompts.len());
+    let mut writer = tx
+        .copy_in("COPY jobs (prompt_text, job_type) FROM STDIN")
+        .context("adding jobs")?;
+    let mut line = Vec::with_capacity(256);
+    let io = |e: std::io::Error| Error::Unavailable(format!("adding jobs: {e}"));
+    for p in prompts {
+        if existing.contains(p) || !seen.insert(p.as_str()) {
+            continue;
+        }
+        line.clear();
+        copy_escape(p, &mut line);
+        line.push(b'\t');
+        line.extend_from_slice(job_type.as_str().as_bytes());
+        line.push(b'\n');
+        writer.write_all(&line).map_err(io)?;
+    }
+    let added = writer.finish().context("adding jobs")?;
+    tx.commit().context("adding jobs")?;
+    Ok(added)
+}
+
+fn insert_on_conflict(c: &mut Connection, prompts: &[String], job_type: JobType) -> Result<u64> {
+    let mut tx = c.client().transaction().context("adding jobs")?;
+    let mut added = 0;
+    for chunk in prompts.chunks(BATCH) {
+        added += tx
+            .execute(ADD_JOBS, &[&chunk, &job_type.as_str()])
+            .context("adding jobs")?;
+    }
+    tx.commit().context("adding jobs")?;
+    Ok(added)
+}
+
+/// `ANALYZE jobs` when `added` is at least a tenth of the rows the planner believes it has.
+fn analyze_if_grown(c: &mut Connection, added: u64) -> Result<()> {
+    let estimate: f32 = c
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass",
+            &[],
+        )
+        .context("reading table statistics")?
+        .get(0);
+    if estimate < 0.0 || (added as f32) * 10.0 >= estimate {
+        c.client()
+            .batch_execute("ANALYZE jobs")
+            .context("refreshing statistics after a bulk load")?;
+        log::debug!("analyzed jobs after adding {added} rows (estimate was {estimate})");
+    }
+    Ok(())
+}
+
+/// COPY text format: backslash, tab, newline and carriage return are escaped.
+fn copy_escape(text: &str, out: &mut Vec<u8>) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 const COUNT_QUEUED: &str = "
@@ -318,7 +405,7 @@ pub fn reset_stuck_jobs(
     older_than_seconds: f64,
 ) -> Result<u64> {
     if !(older_than_seconds.is_finite() && older_than_seconds >= 0.0) {
-        return Err(crate::errors::Error::invalid(format!(
+        return Err(Error::invalid(format!(
             "older_than_seconds must be zero or more, got {older_than_seconds}"
         )));
     }
@@ -335,4 +422,19 @@ pub fn reset_stuck_jobs(
     })?;
     log::info!("reset {n} stuck jobs to {}", JobStatus::Pending);
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_escape;
+
+    #[test]
+    fn copy_escaping() {
+        let mut out = Vec::new();
+        copy_escape("a\tb\nc\\d\re \\. 中文", &mut out);
+        assert_eq!(
+            out,
+            b"a\\tb\\nc\\\\d\\re \\\\. \xe4\xb8\xad\xe6\x96\x87".to_vec()
+        );
+    }
 }

@@ -161,8 +161,9 @@ def test_init_dag(
         "V1__baseline",
         "V2__job_status_values",
         "V3__queue_indexes_and_error_message",
+        "V4__queue_autovacuum",
     ]
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 3
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 4
     again = run_dag(airflow_python, airflow_home, dsn, "job_manager_init")
     assert again["state"] == "success"
     assert again["xcom"]["apply_missing"] == []

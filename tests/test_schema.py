@@ -12,7 +12,12 @@ import pytest
 from conftest import FIXTURES, Server, scalar
 from job_manager import JobManager, SchemaError
 
-ALL = ["V1__baseline", "V2__job_status_values", "V3__queue_indexes_and_error_message"]
+ALL = [
+    "V1__baseline",
+    "V2__job_status_values",
+    "V3__queue_indexes_and_error_message",
+    "V4__queue_autovacuum",
+]
 
 # psql \d of the oldest production layout (fixtures/veo3-legacy/old_jobs_structure.txt).
 OLDEST_LAYOUT = """
@@ -87,6 +92,8 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
     assert bare_jm.init_database() == ALL
     assert bare_jm.init_database() == []
     assert bare_jm.pending_migrations() == []
+    options = scalar(db, "SELECT reloptions::text FROM pg_class WHERE relname = 'jobs'")
+    assert options == "{autovacuum_vacuum_scale_factor=0.02,autovacuum_analyze_scale_factor=0.02}"
     rows = db.execute(
         "SELECT version, name, length(checksum), execution_ms >= 0 "
         "FROM job_manager_schema_history ORDER BY version"
@@ -95,6 +102,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
         (1, "baseline", 64, True),
         (2, "job_status_values", 64, True),
         (3, "queue_indexes_and_error_message", 64, True),
+        (4, "queue_autovacuum", 64, True),
     ]
     assert columns(db, "jobs") == [
         "id",
@@ -120,7 +128,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
     } <= indexes
     triggers = {r[0] for r in db.execute("SELECT tgname FROM pg_trigger").fetchall()}
     assert {"update_jobs_updated_at", "update_download_queue_updated_at"} <= triggers
-    assert job_manager.SCHEMA_VERSION == 3
+    assert job_manager.SCHEMA_VERSION == 4
 
 
 def test_constraints_of_the_last_layout(jm: JobManager, db: psycopg.Connection) -> None:
@@ -156,7 +164,7 @@ def test_init_never_touches_other_tables(bare_jm: JobManager, db: psycopg.Connec
 
 def test_changed_migration_is_an_error(jm: JobManager, db: psycopg.Connection) -> None:
     db.execute("UPDATE job_manager_schema_history SET checksum = repeat('0', 64) WHERE version = 2")
-    db.execute("DELETE FROM job_manager_schema_history WHERE version = 3")
+    db.execute("DELETE FROM job_manager_schema_history WHERE version >= 3")
     with pytest.raises(SchemaError, match="V2__job_status_values was changed"):
         jm.init_database()
 
@@ -300,14 +308,14 @@ def test_sixteen_processes_init_at_once(dsn: str, db: psycopg.Connection) -> Non
     assert errors == []
     applied = [o[1] for o in outcomes if o[1]]
     assert applied == [ALL], "exactly one process applies the migrations"
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 3
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 4
     assert scalar(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'jobs'") == 1
 
 
 def test_init_fails_fast_when_a_table_is_locked(dsn: str, db: psycopg.Connection) -> None:
     JobManager(dsn).init_database()
     # Pretend the schema is one migration behind, so init has DDL to run on jobs.
-    db.execute("DELETE FROM job_manager_schema_history WHERE version = 3")
+    db.execute("DELETE FROM job_manager_schema_history WHERE version >= 3")
     locker = psycopg.connect(dsn)
     locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
     try:
@@ -319,12 +327,12 @@ def test_init_fails_fast_when_a_table_is_locked(dsn: str, db: psycopg.Connection
     finally:
         locker.rollback()
         locker.close()
-    assert JobManager(dsn).init_database() == [ALL[2]]
+    assert JobManager(dsn).init_database() == ALL[2:]
 
 
 def test_init_releases_the_gil_while_waiting(dsn: str, db: psycopg.Connection) -> None:
     JobManager(dsn).init_database()
-    db.execute("DELETE FROM job_manager_schema_history WHERE version = 3")
+    db.execute("DELETE FROM job_manager_schema_history WHERE version >= 3")
     locker = psycopg.connect(dsn)
     locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
     jm = JobManager(dsn)

@@ -21,7 +21,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::errors::{Error, Result};
-use crate::pool::LazyPool;
+use crate::pool::{Context, LazyPool};
 use crate::schema::{self, InitOptions};
 pub use format::Kind;
 pub use pgdump::dump_database;
@@ -233,6 +233,12 @@ pub fn restore_database(
     let rows = pool.run(|c| match verified.kind {
         Kind::JobManager => restore::restore_ours(c.client(), path, &verified),
         Kind::PgDump => restore::restore_pg_dump(c.client(), path, &verified),
+    })?;
+    // Every row is new: give the planner statistics now, not at autovacuum's next visit.
+    pool.run(|c| {
+        c.client()
+            .batch_execute("ANALYZE jobs; ANALYZE download_queue")
+            .context("refreshing statistics after the restore")
     })?;
     let duration_s = started.elapsed().as_secs_f64();
     log::info!(

@@ -66,6 +66,12 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/V3__queue_indexes_and_error_message.sql"),
         hook: None,
     },
+    Migration {
+        version: 4,
+        name: "queue_autovacuum",
+        sql: include_str!("migrations/V4__queue_autovacuum.sql"),
+        hook: None,
+    },
 ];
 
 /// The newest version this build knows.
@@ -338,7 +344,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(usize::try_from(m.version).unwrap(), i + 1, "{}", m.label());
         }
-        assert_eq!(latest_version(), 3);
+        assert_eq!(latest_version(), 4);
     }
 
     #[test]
@@ -384,7 +390,7 @@ mod tests {
     fn plan_skips_applied_and_keeps_order() {
         let todo = plan(&[applied(&MIGRATIONS[0])], MIGRATIONS).unwrap();
         let versions: Vec<i32> = todo.iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![2, 3]);
+        assert_eq!(versions, vec![2, 3, 4]);
         let all: Vec<_> = MIGRATIONS.iter().map(applied).collect();
         assert!(plan(&all, MIGRATIONS).unwrap().is_empty());
     }
