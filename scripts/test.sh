@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every check and every test: `bash scripts/test.sh` (extra arguments go to pytest).
 #
-# Builds and installs the wheel, then: cargo fmt --check, cargo clippy -D warnings, cargo test,
-# ruff, and pytest against a real PostgreSQL. Without $JOB_MANAGER_TEST_DSN (a superuser DSN
+# Builds and installs the wheel, installs Airflow (at the Dockerfile's version) into
+# .venv-airflow, then: cargo fmt --check, cargo clippy -D warnings, cargo test, ruff, pytest
+# against a real PostgreSQL and real Airflow (tests/, tests/reliability/), and bench --quick. Without $JOB_MANAGER_TEST_DSN (a superuser DSN
 # that may CREATE DATABASE) the tests start a throwaway cluster of their own.
 set -euo pipefail
 source "$(dirname "$0")/bootstrap.sh"
@@ -28,5 +29,8 @@ cargo test --no-default-features
 say "ruff"
 ruff check .
 ruff format --check .
-say "pytest"
+say "pytest (unit, integration, DAGs in Airflow, reliability)"
 python -m pytest "$@"
+say "bench --quick (keeps the harness working; the timings live in BENCHMARKS.md)"
+"$VENV/bin/uv" pip install -q --python "$PY" -r bench/requirements.txt
+python bench/run.py --quick --no-write > /dev/null

@@ -9,13 +9,17 @@
 //! * What cannot be read or deleted is reported in `errors`, and the sweep goes on.
 //!
 //! Airflow 3's tree (`dag_id=.../run_id=.../task_id=.../attempt=N.log`) is walked depth-first
-//! with one `lstat` per matching file.
+//! through directory descriptors, with one `fstatat` per matching file.
 
+use std::ffi::{CStr, OsStr};
 use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use glob::Pattern;
+use rustix::fs::{openat, statat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
 use serde::Serialize;
 
 use crate::errors::{Error, Result};
@@ -69,20 +73,29 @@ pub fn cleanup_old_logs(log_dir: &Path, options: &LogCleanup) -> Result<CleanupR
         .iter()
         .map(|p| Pattern::new(p).map_err(|e| Error::invalid(format!("invalid pattern {p:?}: {e}"))))
         .collect::<Result<Vec<_>>>()?;
-    let cutoff = SystemTime::now()
-        .checked_sub(Duration::from_secs_f64(options.max_age_days * 86_400.0))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let now_ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+    let age_ns = Duration::from_secs_f64(options.max_age_days * 86_400.0).as_nanos();
+    let cutoff_ns = now_ns - i128::try_from(age_ns).unwrap_or(i128::MAX);
+    let root = openat(CWD, log_dir, DIR_FLAGS, Mode::empty()).map_err(|e| {
+        Error::invalid(format!(
+            "log_dir {} cannot be opened: {}",
+            log_dir.display(),
+            io(e)
+        ))
+    })?;
     let mut report = CleanupReport {
         dry_run: options.dry_run,
         ..CleanupReport::default()
     };
     let mut sweep = Sweep {
         patterns: &patterns,
-        cutoff,
+        cutoff_ns,
         options,
         report: &mut report,
     };
-    sweep.directory(log_dir, true);
+    sweep.directory(&root, log_dir);
     log::info!(
         "{} {} log files ({} bytes) older than {} days under {}, {} empty directories",
         if options.dry_run {
@@ -101,18 +114,34 @@ pub fn cleanup_old_logs(log_dir: &Path, options: &LogCleanup) -> Result<CleanupR
 
 struct Sweep<'a> {
     patterns: &'a [Pattern],
-    cutoff: SystemTime,
+    /// Files modified before this instant (nanoseconds since the epoch) are old.
+    cutoff_ns: i128,
     options: &'a LogCleanup,
     report: &'a mut CleanupReport,
 }
 
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn io(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
 impl Sweep<'_> {
-    /// Sweeps `dir`; returns whether it is empty afterwards (ignoring what dry_run kept).
-    fn directory(&mut self, dir: &Path, is_root: bool) -> bool {
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
+    /// Sweeps the directory open at `fd` (shown as `path`); returns whether it is empty
+    /// afterwards (with `dry_run`: would be).
+    ///
+    /// Everything below is reached through directory descriptors: a child directory is opened
+    /// with `openat(O_NOFOLLOW | O_DIRECTORY)` relative to its parent, files are examined with
+    /// `fstatat(AT_SYMLINK_NOFOLLOW)` and removed with `unlinkat`. A directory swapped for a
+    /// symlink during the sweep cannot lead it out of the tree.
+    fn directory(&mut self, fd: &OwnedFd, path: &Path) -> bool {
+        let entries = match Dir::read_from(fd) {
+            Ok(d) => d,
             Err(e) => {
-                self.error(dir, &e);
+                self.error(path, &io(e));
                 return false;
             }
         };
@@ -121,69 +150,89 @@ impl Sweep<'_> {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    self.error(dir, &e);
+                    self.error(path, &io(e));
                     empty = false;
-                    continue;
+                    break;
                 }
             };
-            let path = entry.path();
-            // The entry's own type: a symlink is reported as a symlink, never followed.
-            let Ok(kind) = entry.file_type() else {
-                empty = false;
+            let name = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
                 continue;
-            };
-            let gone = if kind.is_dir() {
-                self.directory(&path, false)
-            } else if kind.is_file() {
-                self.file(&path, &entry.file_name())
-            } else {
-                false
+            }
+            let child = path.join(OsStr::from_bytes(name.to_bytes()));
+            let mut kind = entry.file_type();
+            if kind == FileType::Unknown {
+                kind = match statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => FileType::from_raw_mode(st.st_mode),
+                    Err(_) => FileType::Unknown,
+                };
+            }
+            let gone = match kind {
+                FileType::Directory => self.subdirectory(fd, name, &child),
+                FileType::RegularFile => self.file(fd, name, &child),
+                _ => false, // symlinks, sockets, ...: never followed, never deleted
             };
             empty &= gone;
         }
-        if is_root || !empty || !self.options.remove_empty_dirs {
+        empty
+    }
+
+    fn subdirectory(&mut self, parent: &OwnedFd, name: &CStr, path: &Path) -> bool {
+        let fd = match openat(parent, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            // ELOOP/ENOTDIR: it became a symlink or a file since it was listed.
+            Err(e) => {
+                self.error(path, &io(e));
+                return false;
+            }
+        };
+        let empty = self.directory(&fd, path);
+        drop(fd);
+        if !empty || !self.options.remove_empty_dirs {
             return false;
         }
         if self.options.dry_run {
             return true;
         }
-        // rmdir refuses a directory that is not empty: one that gained a file stays.
-        match fs::remove_dir(dir) {
-            Ok(()) => {
-                self.report.dirs_removed += 1;
-                true
-            }
-            Err(_) => false,
+        // rmdir refuses a directory that is not empty (or no longer a directory).
+        if unlinkat(parent, name, AtFlags::REMOVEDIR).is_ok() {
+            self.report.dirs_removed += 1;
+            true
+        } else {
+            false
         }
     }
 
     /// Handles one regular file; returns whether it is gone (or would be).
-    fn file(&mut self, path: &Path, name: &std::ffi::OsStr) -> bool {
-        let Some(name) = name.to_str() else {
+    fn file(&mut self, dir: &OwnedFd, name: &CStr, path: &Path) -> bool {
+        let Ok(text) = name.to_str() else {
             return false;
         };
-        if !self.patterns.iter().any(|p| p.matches(name)) {
+        if !self.patterns.iter().any(|p| p.matches(text)) {
             return false;
         }
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let st = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
             Err(e) => {
-                self.error(path, &e);
+                self.error(path, &io(e));
                 return false;
             }
         };
-        let old = meta.modified().is_ok_and(|m| m < self.cutoff);
-        if !old || !meta.is_file() {
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return false;
+        }
+        let mtime_ns = i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec);
+        if mtime_ns >= self.cutoff_ns {
             return false;
         }
         if !self.options.dry_run {
-            if let Err(e) = fs::remove_file(path) {
-                self.error(path, &e);
+            if let Err(e) = unlinkat(dir, name, AtFlags::empty()) {
+                self.error(path, &io(e));
                 return false;
             }
         }
         self.report.files += 1;
-        self.report.bytes += meta.len();
+        self.report.bytes += u64::try_from(st.st_size).unwrap_or(0);
         self.report.paths.push(path.to_path_buf());
         true
     }

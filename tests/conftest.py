@@ -1,4 +1,5 @@
-"""Test fixtures: a real PostgreSQL server, a fresh database per test.
+"""Test fixtures: a real PostgreSQL server, a fresh database per test, and the reliability
+suite's recorder (``faults``), which writes RELIABILITY.md with ``--reliability-report``.
 
 With ``JOB_MANAGER_TEST_DSN`` (a role that may CREATE DATABASE) the tests use that server;
 otherwise they start a throwaway cluster from the PostgreSQL binaries on this machine
@@ -7,7 +8,10 @@ otherwise they start a throwaway cluster from the PostgreSQL binaries on this ma
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,12 +89,28 @@ class Server:
         return out.stdout
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="reliability suite: soak counts instead of the bounded ones CI runs",
+    )
+    parser.addoption(
+        "--reliability-report",
+        metavar="PATH",
+        help="write the reliability suite's table (fault, tried, times, lost) to PATH",
+    )
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     dsn = os.environ.get("JOB_MANAGER_TEST_DSN")
     if dsn:
         yield Server(admin_dsn=dsn, cluster=None)
         return
+    # A run stopped with SIGTERM (a CI timeout) still stops its server: the server daemonizes,
+    # so only this fixture's `finally` can.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = Path(tempfile.mkdtemp(prefix="jm-pg-"))
     cluster = pgcluster.start(base / "cluster")
     try:
@@ -153,3 +173,57 @@ def caplog_jm(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level("DEBUG", logger="job_manager")
     job_manager.reset_log_cache()
     return caplog
+
+
+# -- the reliability suite's recorder (tests/reliability) ---------------------------------------
+
+
+@dataclass
+class Row:
+    fault: str
+    tried: str
+    times: int
+    lost: str
+
+
+_ROWS: list[Row] = []
+
+
+class Recorder:
+    def __init__(self, long: bool) -> None:
+        self.long = long
+
+    def n(self, ci: int, long: int) -> int:
+        """A count: bounded in CI, larger with --long."""
+        return long if self.long else ci
+
+    def record(self, fault: str, tried: str, times: int, lost: str = "nothing") -> None:
+        _ROWS.append(Row(fault, tried, times, lost))
+
+
+@pytest.fixture(scope="session")
+def faults(request: pytest.FixtureRequest) -> Recorder:
+    return Recorder(bool(request.config.getoption("--long")))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--reliability-report")
+    if not path or not _ROWS:
+        return
+    long = session.config.getoption("--long")
+    lines = [
+        "# Reliability",
+        "",
+        "Faults and hostile input that job_manager survives, each a test in `tests/reliability/`.",
+        f"Produced by `pytest tests/reliability{' --long' if long else ''} --reliability-report "
+        f"RELIABILITY.md` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
+        f"(Python {platform.python_version()}); pytest exit status {exitstatus}"
+        f"{' (all passed)' if exitstatus == 0 else ' (FAILURES: see the run)'}.",
+        "CI runs the same suite with these bounded counts; `--long` multiplies them for soak runs.",
+        "",
+        "| fault | what was tried | times | what was lost |",
+        "| --- | --- | ---: | --- |",
+    ]
+    lines += [f"| {r.fault} | {r.tried} | {r.times} | {r.lost} |" for r in _ROWS]
+    lines.append("")
+    Path(path).write_text("\n".join(lines))
