@@ -637,18 +637,23 @@ class Bench:
         old = time.time() - 10 * 86400
 
         def make_tree(root: Path) -> None:
+            dirs: dict[tuple[int, int, int], str] = {}
             for i in range(n):
-                d = (
-                    root
-                    / f"dag_id=dag_{i % 50}"
-                    / f"run_id=run_{i % 1000}"
-                    / f"task_id=task_{i % 7}"
-                )
-                d.mkdir(parents=True, exist_ok=True)
-                f = d / f"attempt={i}.log"
-                f.write_bytes(b"x" * 64)
+                key = (i % 50, i % 1000, i % 7)
+                if key not in dirs:
+                    d = (
+                        root
+                        / f"dag_id=dag_{key[0]}"
+                        / f"run_id=run_{key[1]}"
+                        / f"task_id=task_{key[2]}"
+                    )
+                    d.mkdir(parents=True, exist_ok=True)
+                    dirs[key] = str(d)
+                fd = os.open(f"{dirs[key]}/attempt={i}.log", os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, b"x" * 64)
                 if i % 2 == 0:
-                    os.utime(f, (old, old))
+                    os.utime(fd, (old, old))
+                os.close(fd)
 
         values: dict[str, list[float]] = {
             "job_manager.cleanup_old_logs": [],
@@ -659,7 +664,6 @@ class Bench:
                 a, b = work / f"a{rnd}", work / f"b{rnd}"
                 make_tree(a)
                 make_tree(b)
-                subprocess.run(["sync"], check=False)
                 pairs = [("job_manager.cleanup_old_logs", a), ("find -mtime +7 -delete", b)]
                 for name, root in pairs if rnd % 2 == 0 else pairs[::-1]:
                     if name.startswith("job_manager"):

@@ -4,8 +4,9 @@
 //! use `FOR UPDATE SKIP LOCKED` on the partial index `idx_jobs_claim`, so any number of workers
 //! claim each job exactly once and a claim costs the same however many jobs are done.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::sync::{Mutex, PoisonError};
 
 use chrono::NaiveDateTime;
 use postgres::Row;
@@ -247,23 +248,117 @@ const CLAIM: &str = "
         FOR UPDATE SKIP LOCKED)
     RETURNING id, prompt_text, job_type, created_at";
 
+/// The same claim, starting the index scan after this process's previous claim.
+const CLAIM_AFTER: &str = "
+    UPDATE jobs SET status = 'processing'
+    WHERE id = (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND job_type = $1 AND (created_at, id) > ($2, $3)
+        ORDER BY created_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, prompt_text, job_type, created_at";
+
+/// A scan from the head of the claim index at least this often, so that a job re-queued
+/// behind the cursor waits at most this many claims of this process.
+const FULL_SCAN_EVERY: u32 = 1000;
+
+/// Where a JobManager's last claim of each job type was.
+///
+/// A claim leaves the job's entry in the partial claim index (`status = 'pending'`) until
+/// VACUUM removes it, and every later claim that starts at the head of the index steps over
+/// all of them: on a busy queue claims slow down as jobs are processed. Starting just after
+/// the previous claim skips them. When the forward scan finds nothing, and every
+/// [`FULL_SCAN_EVERY`] claims, the claim starts at the head again, so a job put back to
+/// `pending` behind the cursor (reset_stuck_jobs) is still claimed, in FIFO order from there.
+#[derive(Debug, Default)]
+pub struct ClaimCursor {
+    positions: Mutex<HashMap<JobType, Position>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    created_at: NaiveDateTime,
+    id: i32,
+    since_full_scan: u32,
+}
+
+impl ClaimCursor {
+    fn start(&self, job_type: JobType) -> Option<Position> {
+        let positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        positions
+            .get(&job_type)
+            .copied()
+            .filter(|p| p.since_full_scan < FULL_SCAN_EVERY)
+    }
+
+    fn record(&self, job_type: JobType, claimed: Option<&ClaimedJob>, full_scan: bool) {
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let since = if full_scan {
+            0
+        } else {
+            positions
+                .get(&job_type)
+                .map_or(0, |p| p.since_full_scan + 1)
+        };
+        match claimed.and_then(|j| j.created_at.map(|t| (t, j.id))) {
+            Some((created_at, id)) => {
+                positions.insert(
+                    job_type,
+                    Position {
+                        created_at,
+                        id,
+                        since_full_scan: since,
+                    },
+                );
+            }
+            None => {
+                positions.remove(&job_type);
+            }
+        }
+    }
+}
+
 /// Claims the oldest pending job of a type: it becomes `processing` and is returned to this
 /// caller only. `None` when no job of that type is pending.
-pub fn get_and_lock_job(pool: &LazyPool, job_type: JobType) -> Result<Option<ClaimedJob>> {
-    let row = pool.run(|c| {
-        c.query_opt(CLAIM, &[&job_type.as_str()])
-            .context("claiming a job")
+pub fn get_and_lock_job(
+    pool: &LazyPool,
+    job_type: JobType,
+    cursor: &ClaimCursor,
+) -> Result<Option<ClaimedJob>> {
+    let start = cursor.start(job_type);
+    let (row, full_scan) = pool.run(|c| {
+        let what = "claiming a job";
+        if let Some(p) = start {
+            let row = c
+                .query_opt(CLAIM_AFTER, &[&job_type.as_str(), &p.created_at, &p.id])
+                .context(what)?;
+            if row.is_some() {
+                return Ok((row, false));
+            }
+        }
+        Ok((
+            c.query_opt(CLAIM, &[&job_type.as_str()]).context(what)?,
+            true,
+        ))
     })?;
-    Ok(row.map(|r| {
-        let job = ClaimedJob {
-            id: r.get(0),
-            prompt_text: r.get(1),
-            job_type: r.get(2),
-            created_at: r.get(3),
-        };
-        log::info!("claimed job {} ({})", job.id, job.job_type);
-        job
-    }))
+    let job = row.map(|r| ClaimedJob {
+        id: r.get(0),
+        prompt_text: r.get(1),
+        job_type: r.get(2),
+        created_at: r.get(3),
+    });
+    cursor.record(job_type, job.as_ref(), full_scan);
+    if let Some(j) = &job {
+        log::info!("claimed job {} ({})", j.id, j.job_type);
+    }
+    Ok(job)
 }
 
 /// Runs one single-row UPDATE by job id; `true` when the job exists.

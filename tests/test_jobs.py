@@ -133,6 +133,32 @@ def test_claims_are_fifo_per_type(jm: JobManager, db: psycopg.Connection) -> Non
         jm.get_and_lock_job("AUDIO")
 
 
+def test_a_requeued_job_behind_the_claim_cursor_is_still_claimed(
+    jm: JobManager, db: psycopg.Connection
+) -> None:
+    """Claims start after the previous one; a job put back to pending behind that point is
+    claimed when the forward scan runs dry (or within 1000 claims), never lost."""
+    ids = [jm.add_job(f"cursor {i}", "IMAGE_TEST") for i in range(5)]
+    got = [jm.get_and_lock_job("IMAGE_TEST")["id"] for _ in range(3)]  # type: ignore[index]
+    assert got == ids[:3]
+    db.execute("UPDATE jobs SET status = 'pending' WHERE id = %s", (ids[0],))
+    rest = []
+    while (job := jm.get_and_lock_job("IMAGE_TEST")) is not None:
+        rest.append(job["id"])
+    assert rest == [ids[3], ids[4], ids[0]]
+    # A fresh JobManager (no cursor) sees FIFO from the head of the queue.
+    db.execute("UPDATE jobs SET status = 'pending' WHERE id IN (%s, %s)", (ids[1], ids[4]))
+    assert [JobManager(jm_dsn(db)).get_and_lock_job("IMAGE_TEST")["id"] for _ in range(2)] == [  # type: ignore[index]
+        ids[1],
+        ids[4],
+    ]
+
+
+def jm_dsn(db: psycopg.Connection) -> str:
+    info = db.info
+    return f"postgresql://{info.user}:{info.password}@{info.host}:{info.port}/{info.dbname}"
+
+
 def test_job_lifecycle(jm: JobManager, db: psycopg.Connection) -> None:
     job_id = jm.add_job("lifecycle", "VIDEO_PROD")
     created = jm.get_job_by_id(job_id)

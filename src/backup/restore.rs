@@ -33,34 +33,78 @@ fn begin(client: &mut Client) -> Result<Transaction<'_>> {
     Ok(tx)
 }
 
-/// Drops the owned tables' indexes that no constraint needs and returns their definitions:
-/// loading then indexing is much faster than loading into indexes (pg_dump's files do the
-/// same). They are rebuilt by [`rebuild_indexes`] in the same transaction.
-fn drop_secondary_indexes(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
-    let rows = tx
+/// Sets the owned tables' constraints and indexes aside for the load and returns the
+/// statements that put them back, in order: loading then indexing is much faster than
+/// loading into indexes, and it is what pg_dump's files do. Foreign keys go first and come
+/// back last (validating every row); primary and unique keys come back before the other
+/// indexes. When a table job_manager does not own references ours, the keys stay in place:
+/// only the plain indexes are set aside. All of it happens inside the restore's transaction.
+fn set_aside_indexes(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
+    let what = "setting the indexes aside during the restore";
+    let referenced_from_outside: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint
+                 WHERE contype = 'f'
+                   AND confrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+                   AND conrelid NOT IN ('jobs'::regclass, 'download_queue'::regclass))",
+            &[],
+        )
+        .context(what)?
+        .get(0);
+    let mut drops = Vec::new();
+    let (mut keys, mut foreign) = (Vec::new(), Vec::new());
+    if !referenced_from_outside {
+        for row in tx
+            .query(
+                "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid),
+                        contype = 'f'
+                 FROM pg_constraint
+                 WHERE conrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+                   AND contype IN ('p', 'u', 'f')
+                 ORDER BY contype = 'f' DESC",
+                &[],
+            )
+            .context(what)?
+        {
+            let (table, name, definition, is_fk): (String, String, String, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let name = quote_ident(&name);
+            drops.push(format!("ALTER TABLE {table} DROP CONSTRAINT {name}"));
+            let add = format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}");
+            if is_fk {
+                foreign.push(add);
+            } else {
+                keys.push(add);
+            }
+        }
+    }
+    let mut indexes = Vec::new();
+    for row in tx
         .query(
             "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i
              WHERE i.indrelid IN ('jobs'::regclass, 'download_queue'::regclass)
                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
             &[],
         )
-        .context("reading the indexes")?;
-    let mut definitions = Vec::with_capacity(rows.len());
-    for row in rows {
+        .context(what)?
+    {
         let (name, definition): (String, String) = (row.get(0), row.get(1));
-        tx.batch_execute(&format!("DROP INDEX {name}"))
-            .context("setting the indexes aside during the restore")?;
-        definitions.push(definition);
+        drops.push(format!("DROP INDEX {name}"));
+        indexes.push(definition);
     }
-    Ok(definitions)
+    for statement in &drops {
+        tx.batch_execute(statement).context(what)?;
+    }
+    Ok(keys.into_iter().chain(indexes).chain(foreign).collect())
 }
 
-fn rebuild_indexes(tx: &mut Transaction<'_>, definitions: &[String]) -> Result<()> {
+/// Runs the statements of [`set_aside_indexes`] with memory for fast index builds.
+fn rebuild_indexes(tx: &mut Transaction<'_>, statements: &[String]) -> Result<()> {
     tx.batch_execute("SET LOCAL maintenance_work_mem = '256MB'")
         .context("rebuilding the indexes")?;
-    for definition in definitions {
-        tx.batch_execute(definition)
-            .context("rebuilding the indexes")?;
+    for statement in statements {
+        tx.batch_execute(statement)
+            .context("rebuilding the indexes and keys")?;
     }
     Ok(())
 }
@@ -103,7 +147,7 @@ pub fn restore_ours(
     }
     tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
         .context("emptying the owned tables")?;
-    let indexes = drop_secondary_indexes(&mut tx)?;
+    let indexes = set_aside_indexes(&mut tx)?;
 
     let mut lines = open(path)?;
     let mut hasher = Sha256::new();
@@ -272,7 +316,7 @@ pub fn restore_pg_dump(
                 .into(),
         ));
     }
-    let indexes = drop_secondary_indexes(&mut tx)?;
+    let indexes = set_aside_indexes(&mut tx)?;
     let rows = insert_staged(&mut tx, &staged)?;
     rebuild_indexes(&mut tx, &indexes)?;
     for table in DATA_TABLES {

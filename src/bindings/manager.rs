@@ -26,6 +26,7 @@ use crate::{backup, downloads, jobs, stats};
 )]
 pub struct JobManager {
     pool: LazyPool,
+    cursor: jobs::ClaimCursor,
 }
 
 /// Connections of a `JobManager`'s pool in this process.
@@ -87,6 +88,7 @@ impl JobManager {
         })?;
         Ok(JobManager {
             pool: LazyPool::new(settings),
+            cursor: jobs::ClaimCursor::default(),
         })
     }
 
@@ -208,7 +210,7 @@ impl JobManager {
         job_type: Text,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let t = self::job_type(&job_type)?;
-        let job = py.detach(|| jobs::get_and_lock_job(&self.pool, t))?;
+        let job = py.detach(|| jobs::get_and_lock_job(&self.pool, t, &self.cursor))?;
         job.map(|j| claimed_dict(py, &j)).transpose()
     }
 
