@@ -664,6 +664,9 @@ class Bench:
                 a, b = work / f"a{rnd}", work / f"b{rnd}"
                 make_tree(a)
                 make_tree(b)
+                # Both trees on disk before either sweep: otherwise the one built first is
+                # still being written back while it is swept.
+                subprocess.run(["sync"], check=True)
                 pairs = [("job_manager.cleanup_old_logs", a), ("find -mtime +7 -delete", b)]
                 for name, root in pairs if rnd % 2 == 0 else pairs[::-1]:
                     if name.startswith("job_manager"):
@@ -741,6 +744,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
+def group(r: Result) -> str:
+    return r.impl.split(":")[0] if ":" in r.impl else ""
+
+
 def report(bench: Bench, command: str, server_version: str, settings: str) -> str:
     lines = [
         "# Benchmarks",
@@ -770,11 +777,12 @@ def report(bench: Bench, command: str, server_version: str, settings: str) -> st
             "| implementation | median | unit | per round | ratio (job_manager vs it, per round) |",
             "| --- | ---: | --- | --- | --- |",
         ]
-        ours = case.results[0]
         for r in case.results:
             per_round = " / ".join(fmt(v) for v in r.values)
+            # Compared with job_manager's row of the same group ("backup: ...", "restore: ...").
+            ours = next(o for o in case.results if o.unit == r.unit and group(o) == group(r))
             ratio = ""
-            if r is not ours and r.unit == ours.unit and len(r.values) == len(ours.values):
+            if r is not ours and len(r.values) == len(ours.values):
                 ratio = " / ".join(f"{x:.2f}x" for x in case.ratios(ours, r))
             lines.append(f"| {r.impl} | {fmt(r.median)} | {r.unit} | {per_round} | {ratio} |")
         lines.append("")
@@ -823,6 +831,18 @@ def main() -> int:
         log(f"all cases done in {time.perf_counter() - t0:.0f}s")
         if not args.no_write:
             args.output.write_text(text + "\n")
+            raw = [
+                {
+                    "case": c.name,
+                    "bars": c.bars,
+                    "notes": c.notes,
+                    "results": [
+                        {"impl": r.impl, "values": r.values, "unit": r.unit} for r in c.results
+                    ],
+                }
+                for c in bench.cases
+            ]
+            args.output.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
             log(f"wrote {args.output}")
     finally:
         if base is not None:

@@ -253,7 +253,11 @@ class JobManager:
         """Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``."""
     def get_and_lock_job(self, job_type: JobType | str) -> ClaimedJob | None:
         """Claim the oldest pending job of a type (it becomes ``processing``); each job is
-        claimed by exactly one caller, however many workers. ``None`` when none is pending."""
+        claimed by exactly one caller, however many workers. ``None`` when none is pending.
+
+        Repeated claims on one JobManager continue after its previous claim (skipping the
+        index entries of claimed jobs); a job re-queued behind that point is claimed when the
+        jobs after it run out, or within 1,000 claims."""
     def mark_job_as_completed(
         self, job_id: int, local_path: str | None = None, gcs_uri: str | None = None
     ) -> bool:

@@ -237,7 +237,10 @@ pub fn restore_database(
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
     pool.run(|c| {
         c.client()
-            .batch_execute("ANALYZE jobs; ANALYZE download_queue")
+            .batch_execute(
+                "ANALYZE jobs (job_type, status, created_at, updated_at);
+                 ANALYZE download_queue (status, file_type, priority, created_at, completed_at)",
+            )
             .context("refreshing statistics after the restore")
     })?;
     let duration_s = started.elapsed().as_secs_f64();
