@@ -29,8 +29,8 @@ cargo test --no-default-features
 say "ruff"
 ruff check .
 ruff format --check .
-say "pytest (unit, integration, DAGs in Airflow, reliability)"
-python -m pytest "$@"
 say "bench --quick (keeps the harness working; the timings live in BENCHMARKS.md)"
 "$VENV/bin/uv" pip install -q --python "$PY" -r bench/requirements.txt
 python bench/run.py --quick --no-write > /dev/null
+say "pytest (unit, integration, DAGs in Airflow, reliability)"
+python -m pytest "$@"
