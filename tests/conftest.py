@@ -9,6 +9,7 @@ otherwise they start a throwaway cluster from the PostgreSQL binaries on this ma
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import platform
 import signal
@@ -159,6 +160,38 @@ def jm(bare_jm: job_manager.JobManager) -> job_manager.JobManager:
     """A JobManager on a database with the current schema."""
     bare_jm.init_database()
     return bare_jm
+
+
+def content(db: psycopg.Connection) -> str:
+    """A checksum of every row of the owned tables, every column by name (jsonb sorts keys)."""
+    parts = []
+    for table in ("jobs", "download_queue"):
+        row = db.execute(
+            "SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY id), '')) "
+            f"FROM {table} t"
+        ).fetchone()
+        parts.append(f"{table}:{row}")
+    return " ".join(parts)
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Every record of every logger, at every level, while the test runs."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    root = logging.getLogger()
+    handler, level = Keep(level=logging.DEBUG), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    job_manager.reset_log_cache()
+    yield records
+    root.removeHandler(handler)
+    root.setLevel(level)
+    job_manager.reset_log_cache()
 
 
 def scalar(db: psycopg.Connection, sql: str, *params: object) -> object:

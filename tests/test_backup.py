@@ -18,7 +18,7 @@ from pathlib import Path
 import job_manager
 import psycopg
 import pytest
-from conftest import FIXTURES, Server, scalar
+from conftest import FIXTURES, Server, content, scalar
 from job_manager import (
     BackupCorruptError,
     BackupError,
@@ -30,18 +30,6 @@ from job_manager import (
 from test_schema import OLDEST_LAYOUT
 
 NAME = re.compile(r"^airflow_backup_\d{8}_\d{6}\.sql(\.gz)?$")
-
-
-def content(db: psycopg.Connection) -> str:
-    """A checksum of every row of the owned tables, every column by name (jsonb sorts keys)."""
-    parts = []
-    for table in ("jobs", "download_queue"):
-        row = db.execute(
-            "SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY id), '')) "
-            f"FROM {table} t"
-        ).fetchone()
-        parts.append(f"{table}:{row}")
-    return " ".join(parts)
 
 
 def load_history(server: Server, dbname: str, jm: JobManager, db: psycopg.Connection) -> None:

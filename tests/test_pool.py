@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import job_manager
 import psycopg
@@ -131,26 +130,6 @@ def test_bad_port_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSTGRES_PORT", "fivefourthreetwo")
     with pytest.raises(ConfigurationError, match="POSTGRES_PORT"):
         JobManager()
-
-
-@pytest.fixture
-def log_records() -> Iterator[list[logging.LogRecord]]:
-    """Every record of every logger, at every level, while the test runs."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    root = logging.getLogger()
-    handler, level = Keep(level=logging.DEBUG), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    job_manager.reset_log_cache()
-    yield records
-    root.removeHandler(handler)
-    root.setLevel(level)
-    job_manager.reset_log_cache()
 
 
 def assert_no_secret(secret: str, err: BaseException, records: list[logging.LogRecord]) -> None:

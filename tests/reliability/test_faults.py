@@ -18,7 +18,7 @@ from pathlib import Path
 import job_manager
 import psycopg
 import pytest
-from conftest import ROOT, Server, scalar
+from conftest import ROOT, Server, content, scalar
 from job_manager import (
     BackupCorruptError,
     BackupError,
@@ -31,36 +31,6 @@ from job_manager import (
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import pgcluster
-
-
-def content(db: psycopg.Connection) -> str:
-    parts = []
-    for table in ("jobs", "download_queue"):
-        row = db.execute(
-            "SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY id), '')) "
-            f"FROM {table} t"
-        ).fetchone()
-        parts.append(f"{table}:{row}")
-    return " ".join(parts)
-
-
-@pytest.fixture
-def every_log_record():  # type: ignore[no-untyped-def]
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    root = logging.getLogger()
-    handler, level = Keep(level=logging.DEBUG), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    job_manager.reset_log_cache()
-    yield records
-    root.removeHandler(handler)
-    root.setLevel(level)
-    job_manager.reset_log_cache()
 
 
 def assert_secret_absent(secret: str, *texts: str, records: list[logging.LogRecord]) -> None:
@@ -206,7 +176,7 @@ def test_fork(dsn: str, jm: JobManager, db: psycopg.Connection, faults) -> None:
 # -- server gone ----------------------------------------------------------------------------------
 
 
-def test_server_gone(server: Server, dbname: str, tmp_path: Path, faults, every_log_record) -> None:  # type: ignore[no-untyped-def]
+def test_server_gone(server: Server, dbname: str, tmp_path: Path, faults, log_records) -> None:  # type: ignore[no-untyped-def]
     secret = "reliability-secret-pw"
     stopped = pgcluster.start(tmp_path / "stopped")
     stopped_dsn = stopped.dsn_for("postgres").replace(stopped.password, secret)
@@ -242,7 +212,7 @@ def test_server_gone(server: Server, dbname: str, tmp_path: Path, faults, every_
             assert elapsed < 2.5, (name, elapsed)
             pw = server.password if name == "missing database" else secret
             assert_secret_absent(
-                pw, str(info.value), repr(info.value), repr(jm), records=every_log_record
+                pw, str(info.value), repr(info.value), repr(jm), records=log_records
             )
     faults.record(
         "server gone: stopped, wrong port, wrong password, missing database, unresolvable host",
@@ -252,7 +222,7 @@ def test_server_gone(server: Server, dbname: str, tmp_path: Path, faults, every_
     )
 
 
-def test_unresponsive_server(faults, every_log_record) -> None:  # type: ignore[no-untyped-def]
+def test_unresponsive_server(faults, log_records) -> None:  # type: ignore[no-untyped-def]
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
@@ -264,7 +234,7 @@ def test_unresponsive_server(faults, every_log_record) -> None:  # type: ignore[
             with pytest.raises(DatabaseUnavailableError) as info:
                 jm.get_job_stats()
             assert time.monotonic() - started < 1.5
-            assert_secret_absent("silent-secret", str(info.value), records=every_log_record)
+            assert_secret_absent("silent-secret", str(info.value), records=log_records)
     faults.record(
         "a server that accepts TCP and never answers",
         "DatabaseUnavailableError at connect_timeout (1 s), never a hang",
@@ -779,7 +749,7 @@ def test_lock_held_by_another_session(
     )
 
 
-def test_password_never_leaks(server: Server, dbname: str, faults, every_log_record) -> None:  # type: ignore[no-untyped-def]
+def test_password_never_leaks(server: Server, dbname: str, faults, log_records) -> None:  # type: ignore[no-untyped-def]
     dsn = server.dsn_for(dbname)
     jm = JobManager(dsn)
     jm.init_database()
@@ -792,10 +762,10 @@ def test_password_never_leaks(server: Server, dbname: str, faults, every_log_rec
             JobManager(bad, connect_timeout=2).get_job_stats()
         except job_manager.JobManagerError as e:
             texts += [str(e), repr(e)]
-    assert_secret_absent(server.password, *texts, records=every_log_record)
+    assert_secret_absent(server.password, *texts, records=log_records)
     faults.record(
         "the password in repr(JobManager), dsn, errors and every log record",
-        f"{len(texts)} texts and {len(every_log_record)} log records checked",
-        len(texts) + len(every_log_record),
+        f"{len(texts)} texts and {len(log_records)} log records checked",
+        len(texts) + len(log_records),
         "nothing: the password appeared nowhere",
     )
