@@ -269,10 +269,11 @@ pub fn health_report(
     thresholds: Thresholds,
 ) -> Result<HealthReport> {
     let mut problems = Vec::new();
-    let pending_migrations = pool.run(|c| schema::pending(c.client()))?;
-    let version = pool.run(|c| {
-        Ok(schema::read_history(c.client())?.and_then(|h| h.iter().map(|m| m.version).max()))
-    })?;
+    let applied = pool.run(|c| schema::read_history(c.client()))?;
+    let version = applied
+        .as_ref()
+        .and_then(|h| h.iter().map(|m| m.version).max());
+    let pending_migrations = schema::pending_after(applied.as_deref().unwrap_or_default())?;
     let ready =
         schema::table_exists(pool, "jobs")? && schema::table_exists(pool, "download_queue")?;
     if !pending_migrations.is_empty() {

@@ -53,18 +53,13 @@ impl BackupInfo {
     }
 
     fn __repr__(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|(t, n)| format!("'{t}': {n}"))
-            .collect();
         format!(
             "BackupInfo(path='{}', size_bytes={}, created_at={}, rows={{{}}}, verified={})",
             self.path,
             self.size_bytes,
             self.created_at
                 .map_or_else(|| "None".to_owned(), |t| format!("'{}'", iso(t))),
-            rows.join(", "),
+            rows_repr(&self.rows),
             if self.problem.is_none() {
                 "True"
             } else {
@@ -72,6 +67,12 @@ impl BackupInfo {
             }
         )
     }
+}
+
+/// `'jobs': 3, 'download_queue': 1`, as Python prints a dict's items.
+fn rows_repr(rows: &BTreeMap<String, u64>) -> String {
+    let items: Vec<String> = rows.iter().map(|(t, n)| format!("'{t}': {n}")).collect();
+    items.join(", ")
 }
 
 fn iso(t: DateTime<Utc>) -> String {
@@ -124,15 +125,10 @@ impl RestoreInfo {
     }
 
     fn __repr__(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|(t, n)| format!("'{t}': {n}"))
-            .collect();
         format!(
             "RestoreInfo(path='{}', rows={{{}}}, duration_s={:.3}, safety_backup={})",
             self.path,
-            rows.join(", "),
+            rows_repr(&self.rows),
             self.duration_s,
             self.safety_backup
                 .as_ref()

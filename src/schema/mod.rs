@@ -174,8 +174,12 @@ pub fn read_history(
 
 /// Migrations that `init_database` would apply now.
 pub fn pending(client: &mut Client) -> Result<Vec<String>> {
-    let applied = read_history(client)?.unwrap_or_default();
-    Ok(plan(&applied, MIGRATIONS)?
+    pending_after(&read_history(client)?.unwrap_or_default())
+}
+
+/// Labels of the migrations still to apply after `applied`.
+pub fn pending_after(applied: &[AppliedMigration]) -> Result<Vec<String>> {
+    Ok(plan(applied, MIGRATIONS)?
         .iter()
         .map(|m| m.label())
         .collect())
