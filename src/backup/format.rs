@@ -22,6 +22,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use flate2::read::MultiGzDecoder;
@@ -565,40 +567,109 @@ impl Write for Sink {
     }
 }
 
-/// Writes through to a sink while hashing and counting what it writes.
+/// How much a [`HashingWriter`] gathers before handing it to its writer thread.
+const BLOCK: usize = 1 << 20;
+/// Blocks in flight between the reader and the writer thread (bounds memory at ~8 MiB).
+const BLOCKS_IN_FLIGHT: usize = 6;
+
+/// Hashes and writes to a sink on its own thread, so the connection reading the rows never
+/// waits for SHA-256 or the disk (and the server never waits for us): the caller's writes
+/// are gathered into 1 MiB blocks and passed on through a bounded channel.
 pub struct HashingWriter {
-    pub sink: Sink,
-    hasher: Sha256,
+    block: Vec<u8>,
+    to_writer: Option<SyncSender<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+    writer: Option<JoinHandle<io::Result<(Sha256, Sink)>>>,
+    /// Bytes written so far.
     pub bytes: u64,
 }
 
 impl HashingWriter {
-    pub fn new(sink: Sink) -> Self {
-        HashingWriter {
-            sink,
-            hasher: Sha256::new(),
+    pub fn new(sink: Sink) -> io::Result<Self> {
+        let (to_writer, blocks) = sync_channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
+        let (give_back, spare) = channel();
+        let writer = std::thread::Builder::new()
+            .name("job_manager-backup-writer".into())
+            .spawn(move || {
+                let mut sink = sink;
+                let mut hasher = Sha256::new();
+                for mut block in blocks {
+                    hasher.update(&block);
+                    sink.write_all(&block)?;
+                    block.clear();
+                    let _ = give_back.send(block);
+                }
+                Ok((hasher, sink))
+            })?;
+        Ok(HashingWriter {
+            block: Vec::with_capacity(BLOCK),
+            to_writer: Some(to_writer),
+            spare,
+            writer: Some(writer),
             bytes: 0,
+        })
+    }
+
+    fn pass_on(&mut self) -> io::Result<()> {
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BLOCK));
+        let full = std::mem::replace(&mut self.block, next);
+        let sent = self.to_writer.as_ref().map(|w| w.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer thread stopped: its error says why.
+            _ => self
+                .join()
+                .and(Err(io::Error::other("the backup writer stopped"))),
+        }
+    }
+
+    /// Waits for the writer thread to write everything sent so far.
+    fn join(&mut self) -> io::Result<(Sha256, Sink)> {
+        self.to_writer = None;
+        match self.writer.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the backup writer thread panicked")),
+            None => Err(io::Error::other("the backup writer stopped")),
         }
     }
 
     /// Writes the trailer (not hashed) and returns the hex digest and the sink.
     pub fn finish(mut self) -> io::Result<(String, Sink)> {
-        let digest = hex::encode(self.hasher.finalize_reset());
-        writeln!(self.sink, "{TRAILER}{digest}")?;
-        Ok((digest, self.sink))
+        if !self.block.is_empty() {
+            self.pass_on()?;
+        }
+        let (hasher, mut sink) = self.join()?;
+        let digest = hex::encode(hasher.finalize());
+        writeln!(sink, "{TRAILER}{digest}")?;
+        Ok((digest, sink))
     }
 }
 
 impl Write for HashingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.sink.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        self.block.extend_from_slice(buf);
+        self.bytes += buf.len() as u64;
+        if self.block.len() >= BLOCK {
+            self.pass_on()?;
+        }
+        Ok(buf.len())
     }
 
+    /// Blocks reach the file when they are full or at [`HashingWriter::finish`].
     fn flush(&mut self) -> io::Result<()> {
-        self.sink.flush()
+        Ok(())
+    }
+}
+
+impl Drop for HashingWriter {
+    /// A backup abandoned on an error: let the writer thread end before the file goes away.
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = self.join();
+        }
     }
 }
 
@@ -663,6 +734,31 @@ mod tests {
             Some(("jobs", "(\"id\")"))
         );
         assert_eq!(copy_target("COPY jobs TO stdout;"), None);
+    }
+
+    #[test]
+    fn hashing_writer_hashes_and_writes_every_block_in_order() {
+        let dir = std::env::temp_dir().join(format!("jm-hw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out");
+        let mut w = HashingWriter::new(Sink::new(File::create(&path).unwrap(), false)).unwrap();
+        let data: Vec<u8> = (0..3 * BLOCK + 12_345)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        for piece in data.chunks(1000) {
+            w.write_all(piece).unwrap();
+        }
+        assert_eq!(w.bytes, data.len() as u64);
+        let (digest, sink) = w.finish().unwrap();
+        sink.finish().unwrap();
+        assert_eq!(digest, hex::encode(Sha256::digest(&data)));
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(&written[..data.len()], &data[..]);
+        assert_eq!(
+            &written[data.len()..],
+            format!("{TRAILER}{digest}\n").as_bytes()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -172,7 +172,8 @@ pub fn backup_database(
     files::ensure_dir(dir)?;
     let (path, header, sha256) = pool.run(|c| {
         let (tmp, file) = files::TempFile::create(dir)?;
-        let mut out = format::HashingWriter::new(format::Sink::new(file, compress));
+        let mut out = format::HashingWriter::new(format::Sink::new(file, compress))
+            .map_err(|e| Error::Backup(format!("cannot start the backup writer: {e}")))?;
         let header = dump::write_backup(c.client(), &mut out, Utc::now())?;
         let (sha256, sink) = out
             .finish()
