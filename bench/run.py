@@ -366,7 +366,7 @@ class Bench:
         dsn = self.fresh_db("bench_threads")
         jm = JobManager(dsn, pool_size=4)
         jm.init_database()
-        per_round = 4_000 if self.quick else 20_000
+        per_round = 4_000 if self.quick else 10_000
         values: dict[str, list[float]] = {"1 thread": [], "4 threads": []}
         duplicates = 0
         for _ in range(self.rounds):
@@ -642,7 +642,7 @@ class Bench:
         case = Case(f"claims on a queue of {n:,} jobs")
         self.cases.append(case)
         jm = JobManager(dsn)
-        per = 2_000 if self.quick else 20_000
+        per = 2_000 if self.quick else 10_000
         start: list[float] = []
         half: list[float] = []
         for _ in range(self.rounds):
