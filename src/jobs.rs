@@ -105,15 +105,16 @@ const ADD_JOBS: &str = "
     ON CONFLICT (prompt_text) DO NOTHING";
 const EXISTING_PROMPTS: &str = "SELECT prompt_text FROM jobs WHERE prompt_text = ANY($1::text[])";
 
-/// Adds many jobs in one transaction. Returns how many were new (prompts already queued are
-/// skipped). All or nothing.
+/// Adds many jobs. Returns how many were new (prompts already queued, and repeats within
+/// `prompts`, are skipped). Each attempt is one transaction: all or nothing.
 ///
-/// Fast path: one indexed lookup finds the prompts already queued, and the new ones are
-/// streamed with COPY (PostgreSQL's bulk path). A concurrent writer that queues one of the
-/// same prompts in between makes COPY hit the unique index; that attempt rolls back and the
-/// batch is added with `INSERT ... ON CONFLICT DO NOTHING` instead. After a load that is large
-/// for the table, `ANALYZE` refreshes the planner's statistics so claims use the claim index
-/// at once rather than after autovacuum's next visit.
+/// New prompts (checked on a sample of the batch) are streamed straight into the table with
+/// COPY, PostgreSQL's bulk path. When some are already queued, one indexed lookup per 10,000
+/// finds them and COPY streams the rest; a COPY that meets a queued prompt anyway (the sample
+/// missed it, or a concurrent writer queued it) rolls back, and the next way is taken, the
+/// last being `INSERT ... ON CONFLICT DO NOTHING`. After a load that is large for the table,
+/// `ANALYZE` refreshes the planner's statistics so claims use the claim index at once rather
+/// than after autovacuum's next visit.
 pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Result<u64> {
     for p in prompts {
         check_prompt(p)?;
@@ -121,13 +122,13 @@ pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Resul
     if prompts.is_empty() {
         return Ok(0);
     }
-    let added = pool.run(|c| match copy_new_prompts(c, prompts, job_type) {
-        Err(Error::Database(m)) if m.contains("SQLSTATE 23505") => {
-            log::info!("a concurrent writer queued some of these prompts; adding with ON CONFLICT");
-            insert_on_conflict(c, prompts, job_type)
-        }
-        other => other,
-    })?;
+    let mut seen = HashSet::with_capacity(prompts.len());
+    let unique: Vec<&str> = prompts
+        .iter()
+        .map(String::as_str)
+        .filter(|p| seen.insert(*p))
+        .collect();
+    let added = pool.run(|c| add_unique(c, &unique, prompts, job_type))?;
     log::info!("added {added} of {} jobs ({job_type})", prompts.len());
     if added >= 1000 {
         pool.run(|c| analyze_if_grown(c, added))?;
@@ -135,37 +136,90 @@ pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Resul
     Ok(added)
 }
 
-fn copy_new_prompts(c: &mut Connection, prompts: &[String], job_type: JobType) -> Result<u64> {
-    let mut tx = c.client().transaction().context("adding jobs")?;
+/// Prompts of a batch checked before COPY is tried on the whole batch.
+const SAMPLE: usize = 64;
+const ANY_QUEUED: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE prompt_text = ANY($1::text[]))";
+
+fn add_unique(
+    c: &mut Connection,
+    unique: &[&str],
+    prompts: &[String],
+    job_type: JobType,
+) -> Result<u64> {
+    let step = unique.len().div_ceil(SAMPLE);
+    let sample: Vec<&str> = unique.iter().step_by(step).copied().collect();
+    let sample_queued: bool = c
+        .query_one(ANY_QUEUED, &[&sample])
+        .context("adding jobs")?
+        .get(0);
+    if !sample_queued {
+        if let Some(added) = copy_prompts(c, unique, job_type)? {
+            return Ok(added);
+        }
+        log::debug!("some of these prompts were queued already; looking them up");
+    }
     let mut existing = HashSet::new();
-    for chunk in prompts.chunks(BATCH) {
-        for row in tx
+    for chunk in unique.chunks(BATCH) {
+        for row in c
             .query(EXISTING_PROMPTS, &[&chunk])
             .context("adding jobs")?
         {
             existing.insert(row.get::<_, String>(0));
         }
     }
-    let mut seen = HashSet::with_capacity(prompts.len());
+    let fresh: Vec<&str> = unique
+        .iter()
+        .copied()
+        .filter(|p| !existing.contains(*p))
+        .collect();
+    if let Some(added) = copy_prompts(c, &fresh, job_type)? {
+        return Ok(added);
+    }
+    log::info!("a concurrent writer queued some of these prompts; adding with ON CONFLICT");
+    insert_on_conflict(c, prompts, job_type)
+}
+
+/// COPYs `prompts` into `jobs` in one transaction. `None` (and nothing added) when one of them
+/// is queued already: the unique index refused it.
+fn copy_prompts(c: &mut Connection, prompts: &[&str], job_type: JobType) -> Result<Option<u64>> {
+    if prompts.is_empty() {
+        return Ok(Some(0));
+    }
+    let mut tx = c.client().transaction().context("adding jobs")?;
     let mut writer = tx
         .copy_in("COPY jobs (prompt_text, job_type) FROM STDIN")
         .context("adding jobs")?;
-    let mut line = Vec::with_capacity(256);
-    let io = |e: std::io::Error| Error::Unavailable(format!("adding jobs: {e}"));
-    for p in prompts {
-        if existing.contains(p) || !seen.insert(p.as_str()) {
-            continue;
+    let mut block = Vec::with_capacity(1 << 17);
+    for (i, p) in prompts.iter().enumerate() {
+        copy_escape(p, &mut block);
+        block.push(b'\t');
+        block.extend_from_slice(job_type.as_str().as_bytes());
+        block.push(b'\n');
+        if block.len() >= 1 << 16 || i + 1 == prompts.len() {
+            if let Err(e) = writer.write_all(&block) {
+                let db = e
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<postgres::Error>());
+                if db.is_some_and(is_unique_violation) {
+                    return Ok(None);
+                }
+                return Err(Error::Unavailable(format!("adding jobs: {e}")));
+            }
+            block.clear();
         }
-        line.clear();
-        copy_escape(p, &mut line);
-        line.push(b'\t');
-        line.extend_from_slice(job_type.as_str().as_bytes());
-        line.push(b'\n');
-        writer.write_all(&line).map_err(io)?;
     }
-    let added = writer.finish().context("adding jobs")?;
-    tx.commit().context("adding jobs")?;
-    Ok(added)
+    match writer.finish() {
+        Ok(added) => {
+            tx.commit().context("adding jobs")?;
+            Ok(Some(added))
+        }
+        Err(e) if is_unique_violation(&e) => Ok(None),
+        Err(e) => Err(e).context("adding jobs"),
+    }
+}
+
+fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 fn insert_on_conflict(c: &mut Connection, prompts: &[String], job_type: JobType) -> Result<u64> {
@@ -191,9 +245,10 @@ fn analyze_if_grown(c: &mut Connection, added: u64) -> Result<()> {
         .get(0);
     if estimate < 0.0 || (added as f32) * 10.0 >= estimate {
         // The columns the claim's plan depends on (statistics of long prompts are costly).
-        c.client()
-            .batch_execute("ANALYZE jobs (job_type, status, created_at)")
-            .context("refreshing statistics after a bulk load")?;
+        crate::maintenance::analyze_after_load(
+            c.client(),
+            &["jobs (job_type, status, created_at)"],
+        )?;
         log::debug!("analyzed jobs after adding {added} rows (estimate was {estimate})");
     }
     Ok(())

@@ -89,6 +89,59 @@ def test_add_jobs_bulk(jm: JobManager, db: psycopg.Connection) -> None:
     assert first["prompt_text"] == "prompt 0"
 
 
+def test_add_jobs_skips_a_queued_prompt_the_sample_misses(
+    jm: JobManager, db: psycopg.Connection
+) -> None:
+    # add_jobs checks a sample of the batch, then COPYs it whole; here the one queued prompt
+    # is not in the sample, so the COPY meets it, rolls back, and the lookup path adds the rest.
+    queued = jm.add_job("new 5000", "IMAGE_TEST")
+    prompts = [f"new {i}" for i in range(10_001)]
+    assert jm.add_jobs(prompts, "VIDEO_PROD") == 10_000
+    assert scalar(db, "SELECT count(*) FROM jobs") == 10_001
+    assert db.execute(
+        "SELECT id, job_type FROM jobs WHERE prompt_text = 'new 5000'"
+    ).fetchone() == (
+        queued,
+        "IMAGE_TEST",
+    )
+    # The rest in the order given.
+    ids = [
+        r[0]
+        for r in db.execute(
+            "SELECT prompt_text FROM jobs WHERE job_type = 'VIDEO_PROD' ORDER BY id"
+        )
+    ]
+    assert ids == [p for p in prompts if p != "new 5000"]
+
+
+def test_concurrent_add_jobs_of_overlapping_batches(
+    dsn: str, jm: JobManager, db: psycopg.Connection
+) -> None:
+    # Four writers, each batch overlapping its neighbours': every prompt is queued once, and
+    # the counts returned add up to the rows there are (the races end in ON CONFLICT).
+    added: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            added.append(
+                JobManager(dsn).add_jobs(
+                    [f"o {i}" for i in range(k * 3000, k * 3000 + 6000)], "IMAGE_TEST"
+                )
+            )
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert scalar(db, "SELECT count(*) FROM jobs") == sum(added) == 15_000
+    assert scalar(db, "SELECT count(DISTINCT prompt_text) FROM jobs") == 15_000
+
+
 def test_add_jobs_is_all_or_nothing(jm: JobManager) -> None:
     with pytest.raises(InvalidArgumentError, match="NUL"):
         jm.add_jobs(["fine", "bad\x00"], "IMAGE_TEST")
@@ -313,3 +366,26 @@ def test_threads_share_one_manager(jm: JobManager) -> None:
     status = jm.pool_status()
     assert status.size <= 4
     assert status.in_use == 0
+
+
+CLAIM_SHAPE = (
+    "EXPLAIN SELECT id FROM jobs WHERE status = 'pending' AND job_type = 'IMAGE_TEST' "
+    "ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+
+def test_claims_use_the_claim_index_right_after_a_bulk_load(
+    jm: JobManager, db: psycopg.Connection
+) -> None:
+    # Loaded by COPY alone, the planner knows nothing of the new rows and sorts every pending
+    # job on each claim; add_jobs refreshes the statistics, so the claim index is used at once.
+    with db.cursor().copy("COPY jobs (prompt_text, job_type) FROM STDIN") as copy:
+        for i in range(50_000):
+            copy.write_row((f"copied {i}", "IMAGE_TEST"))
+    plan = "\n".join(r[0] for r in db.execute(CLAIM_SHAPE))
+    assert "Sort" in plan, plan  # what add_jobs must prevent
+    db.execute("TRUNCATE jobs CASCADE")
+    assert jm.add_jobs([f"added {i}" for i in range(50_000)], "IMAGE_TEST") == 50_000
+    plan = "\n".join(r[0] for r in db.execute(CLAIM_SHAPE))
+    assert "idx_jobs_claim" in plan, plan
+    assert "Sort" not in plan, plan

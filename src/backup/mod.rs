@@ -21,7 +21,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::errors::{Error, Result};
-use crate::pool::{Context, LazyPool};
+use crate::pool::LazyPool;
 use crate::schema::{self, InitOptions};
 pub use format::Kind;
 pub use pgdump::dump_database;
@@ -237,12 +237,13 @@ pub fn restore_database(
     })?;
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
     pool.run(|c| {
-        c.client()
-            .batch_execute(
-                "ANALYZE jobs (job_type, status, created_at, updated_at);
-                 ANALYZE download_queue (status, file_type, priority, created_at, completed_at)",
-            )
-            .context("refreshing statistics after the restore")
+        crate::maintenance::analyze_after_load(
+            c.client(),
+            &[
+                "jobs (job_type, status, created_at, updated_at)",
+                "download_queue (status, file_type, priority, created_at, completed_at)",
+            ],
+        )
     })?;
     let duration_s = started.elapsed().as_secs_f64();
     log::info!(
