@@ -239,8 +239,8 @@ class JobManager:
     def add_job(self, prompt_text: str, job_type: JobType | str) -> int:
         """Queue a job; return its id, or the id of the job that already has this prompt."""
     def add_jobs(self, prompts: list[str], job_type: JobType | str) -> int:
-        """Queue many jobs in one transaction (one statement per 10,000); return how many
-        were new. All or nothing."""
+        """Queue many jobs with COPY; return how many were new (prompts already queued, and
+        repeats in ``prompts``, are skipped). All or nothing."""
     def add_test_jobs(self, prompts: list[str]) -> int:
         """Queue IMAGE_TEST jobs; return how many of the prompts are now queued as IMAGE_TEST."""
     def show_stats(self) -> None:
