@@ -4,18 +4,26 @@
 //! * The pool remembers the pid that built it. A process forked after that (Airflow forks its
 //!   task processes) builds its own pool and *forgets* the inherited one without closing it:
 //!   closing would send a Terminate message down sockets that still belong to the parent.
+//! * Before `os.fork()`, [`release_for_fork`] closes every pool of the process and waits for
+//!   their worker threads to end (Python calls it through `os.register_at_fork`). r2d2's
+//!   threads wait in parking_lot, whose global table of waiting threads is not fork-safe: a
+//!   child that inherits entries of threads that do not exist in it can crash when its own
+//!   threads wait (seen: SIGSEGV in `parking_lot_core::ThreadData::new`). With no pool thread
+//!   alive at the fork, the child's table holds nothing stale.
 //! * Each pooled connection caches its prepared statements, so a hot call is one round trip
 //!   (Bind/Execute), like `pgbench -M prepared`.
 //! * A connection that the server closed (restart, idle timeout) is discarded and the call is
 //!   retried on another one, so callers see a restart as a slower call, not an error.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 use r2d2::ManageConnection;
 use r2d2_postgres::PostgresConnectionManager;
+use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::Settings;
 use crate::errors::{Error, Result};
@@ -127,17 +135,25 @@ pub struct PoolState {
     pub in_use: u32,
 }
 
+type Slot = Mutex<Option<Built>>;
+
+/// The slots of the pools this process has built, for [`release_for_fork`].
+static BUILT: Mutex<Vec<Weak<Slot>>> = Mutex::new(Vec::new());
+
+/// Name of the pools' worker threads (one per pool); `/proc` shows the first 15 bytes.
+const WORKER_NAME: &str = "jm-pool-worker";
+
 /// A pool that is built on first use and rebuilt after `fork()`.
 pub struct LazyPool {
     settings: Settings,
-    slot: Mutex<Option<Built>>,
+    slot: Arc<Slot>,
 }
 
 impl LazyPool {
     pub fn new(settings: Settings) -> Self {
         LazyPool {
             settings,
-            slot: Mutex::new(None),
+            slot: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -170,6 +186,14 @@ impl LazyPool {
         ));
         self.probe()?;
         let pool = r2d2::Pool::builder()
+            .thread_pool(Arc::new(
+                ScheduledThreadPool::builder()
+                    .num_threads(1)
+                    .thread_name_pattern(WORKER_NAME)
+                    // A closed pool's thread ends now, not after the reaper's next run.
+                    .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
+                    .build(),
+            ))
             .max_size(self.settings.pool_size())
             .min_idle(Some(0))
             .test_on_check_out(false)
@@ -191,6 +215,9 @@ impl LazyPool {
             pid,
             pool: pool.clone(),
         });
+        let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+        built.retain(|w| w.strong_count() > 0);
+        built.push(Arc::downgrade(&self.slot));
         Ok(pool)
     }
 
@@ -302,16 +329,65 @@ impl LazyPool {
 
 impl Drop for LazyPool {
     fn drop(&mut self) {
-        let built = self
-            .slot
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let built = self.lock().take();
         match built {
             Some(b) if b.pid == std::process::id() => drop(b),
             other => forget_inherited(other),
         }
     }
+}
+
+/// Closes every pool this process built and waits (up to `timeout`) until their worker
+/// threads have ended, so that a `fork()` right after leaves no waiting thread behind (see
+/// the module's notes). Pools rebuild on their next call. Returns how many were closed;
+/// `Err` names what still runs at the deadline (a call in flight on another thread keeps its
+/// pool alive until it returns).
+pub fn release_for_fork(timeout: Duration) -> std::result::Result<usize, String> {
+    let slots: Vec<Arc<Slot>> = BUILT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain(..)
+        .filter_map(|w| w.upgrade())
+        .collect();
+    let pid = std::process::id();
+    let mut closed = 0;
+    for slot in slots {
+        let built = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match built {
+            Some(b) if b.pid == pid => {
+                drop(b);
+                closed += 1;
+            }
+            other => forget_inherited(other),
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let running = worker_threads();
+        if running == 0 {
+            return Ok(closed);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{running} connection pool thread(s) still running (a call in progress on \
+                 another thread?)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The pool worker threads of this process (Linux: read from `/proc/self/task`; elsewhere 0).
+fn worker_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let name = WORKER_NAME.as_bytes();
+    let prefix = &name[..name.len().min(15)];
+    tasks
+        .filter_map(|t| std::fs::read(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(prefix))
+        .count()
 }
 
 /// A pool inherited through `fork()` is leaked on purpose: dropping it would close sockets
@@ -330,5 +406,31 @@ pub trait Context<T> {
 impl<T> Context<T> for Result<T, postgres::Error> {
     fn context(self, what: &str) -> Result<T> {
         self.map_err(|e| Error::from_postgres(what, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test: the thread count is process-wide, so parallel tests would see each other's.
+    #[test]
+    fn release_for_fork_waits_for_the_worker_threads() {
+        assert_eq!(worker_threads(), 0);
+        assert_eq!(release_for_fork(Duration::from_millis(10)), Ok(0));
+        let pool = ScheduledThreadPool::builder()
+            .num_threads(1)
+            .thread_name_pattern(WORKER_NAME)
+            .build();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while worker_threads() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(worker_threads(), 1);
+        assert!(release_for_fork(Duration::from_millis(10)).is_err());
+        drop(pool);
+        // Nothing of ours is built here: release_for_fork only waits for the thread to end.
+        assert_eq!(release_for_fork(Duration::from_secs(5)), Ok(0));
+        assert_eq!(worker_threads(), 0);
     }
 }

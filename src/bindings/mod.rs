@@ -21,6 +21,17 @@ fn reset_log_cache() {
     }
 }
 
+/// Run by `os.fork()` before it forks (registered with `os.register_at_fork`): closes this
+/// process's connection pools and waits for their threads, see `pool::release_for_fork`.
+#[pyfunction]
+fn _release_pools_before_fork(py: Python<'_>) {
+    match py.detach(|| crate::pool::release_for_fork(std::time::Duration::from_secs(1))) {
+        Ok(0) => {}
+        Ok(n) => log::debug!("closed {n} connection pool(s) before fork()"),
+        Err(e) => log::warn!("fork() while {e}: the child process may fail"),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Rust `log` records go to Python `logging`, under the `job_manager` logger tree. Levels
@@ -40,5 +51,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<maintenance::CleanupReport>()?;
     m.add_function(wrap_pyfunction!(maintenance::cleanup_old_logs, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
+    let release = wrap_pyfunction!(_release_pools_before_fork, m)?;
+    m.add_function(release.clone())?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("before", release)?;
+    py.import("os")?
+        .call_method("register_at_fork", (), Some(&kwargs))?;
     Ok(())
 }

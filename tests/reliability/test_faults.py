@@ -115,9 +115,8 @@ def test_server_restart_under_load(server: Server, dsn: str, jm: JobManager, fau
 
 
 # -- fork -------------------------------------------------------------------------------------
-# Runs before the server-gone tests: those abandon connect threads (bounded by connect_timeout)
-# that may still be running, and a fork while another thread holds parking_lot's global lock
-# (r2d2 uses parking_lot) can hang the child. See RELIABILITY.md, "known limits".
+# Before each os.fork() job_manager closes the process's pools and waits for their threads
+# (parking_lot, which r2d2 uses, is not fork-safe). See RELIABILITY.md, "known limits".
 
 
 def _claim_one(dsn_or_jm) -> str:  # type: ignore[no-untyped-def]
@@ -167,8 +166,8 @@ def test_fork(dsn: str, jm: JobManager, db: psycopg.Connection, faults) -> None:
     assert claimed == 1 + rounds * (4 + 4 + 1)
     faults.record(
         "fork: a JobManager used in the parent, then os.fork() x4 and multiprocessing fork and spawn",
-        f"{children} children claimed with the inherited (or a new) JobManager; the parent kept "
-        "working on its own connections after each round",
+        f"{children} children claimed with the inherited (or a new) JobManager; the parent "
+        "closed its pool before each fork and reopened it on its next call",
         rounds,
     )
 
