@@ -84,6 +84,14 @@ class Case:
         log(f"  bar: {text}: {'MET' if met else 'MISSED'}")
 
 
+def analyze_after_load_s(dsn: str, *targets: str) -> float:
+    """Seconds of the statistics refresh job_manager runs after a load (maintenance.rs,
+    `analyze_after_load`): ANALYZE of `targets` at statistics target 10, one transaction."""
+    sql = "SET LOCAL default_statistics_target = 10;" + "".join(f" ANALYZE {t};" for t in targets)
+    with psycopg.connect(dsn) as c:
+        return timed(lambda: c.execute(sql))
+
+
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
@@ -314,15 +322,9 @@ class Bench:
                 if name == "job_manager":
                     t = timed(lambda p=prompts: jm.add_jobs(p, "IMAGE_TEST"))
                     # What add_jobs runs after the COPY, timed alone on the loaded table.
-                    with psycopg.connect(dsn) as c:
-                        analyze_s.append(
-                            timed(
-                                lambda c=c: c.execute(
-                                    "SET LOCAL default_statistics_target = 10; "
-                                    "ANALYZE jobs (job_type, status, created_at)"
-                                )
-                            )
-                        )
+                    analyze_s.append(
+                        analyze_after_load_s(dsn, "jobs (job_type, status, created_at)")
+                    )
                 else:
                     t = timed(lambda p=prompts: pooled.copy_jobs(p, "IMAGE_TEST"))
                 values[name].append(rate(n, t))
@@ -587,17 +589,13 @@ class Bench:
                     os.sync()
                     values[name].append(timed(step))
                 target.close()
-                with psycopg.connect(restore_dsn) as c:
-                    analyze_s.append(
-                        timed(
-                            lambda c=c: c.execute(
-                                "SET LOCAL default_statistics_target = 10; "
-                                "ANALYZE jobs (job_type, status, created_at, updated_at); "
-                                "ANALYZE download_queue (status, file_type, priority, "
-                                "created_at, completed_at)"
-                            )
-                        )
+                analyze_s.append(
+                    analyze_after_load_s(
+                        restore_dsn,
+                        "jobs (job_type, status, created_at, updated_at)",
+                        "download_queue (status, file_type, priority, created_at, completed_at)",
                     )
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         res = {

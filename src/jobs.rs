@@ -128,7 +128,7 @@ pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Resul
         .map(String::as_str)
         .filter(|p| seen.insert(*p))
         .collect();
-    let added = pool.run(|c| add_unique(c, &unique, prompts, job_type))?;
+    let added = pool.run(|c| add_unique(c, &unique, job_type))?;
     log::info!("added {added} of {} jobs ({job_type})", prompts.len());
     if added >= 1000 {
         pool.run(|c| analyze_if_grown(c, added))?;
@@ -140,12 +140,7 @@ pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Resul
 const SAMPLE: usize = 64;
 const ANY_QUEUED: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE prompt_text = ANY($1::text[]))";
 
-fn add_unique(
-    c: &mut Connection,
-    unique: &[&str],
-    prompts: &[String],
-    job_type: JobType,
-) -> Result<u64> {
+fn add_unique(c: &mut Connection, unique: &[&str], job_type: JobType) -> Result<u64> {
     let step = unique.len().div_ceil(SAMPLE);
     let sample: Vec<&str> = unique.iter().step_by(step).copied().collect();
     let sample_queued: bool = c
@@ -176,7 +171,7 @@ fn add_unique(
         return Ok(added);
     }
     log::info!("a concurrent writer queued some of these prompts; adding with ON CONFLICT");
-    insert_on_conflict(c, prompts, job_type)
+    insert_on_conflict(c, unique, job_type)
 }
 
 /// COPYs `prompts` into `jobs` in one transaction. `None` (and nothing added) when one of them
@@ -222,7 +217,7 @@ fn is_unique_violation(e: &postgres::Error) -> bool {
     e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
-fn insert_on_conflict(c: &mut Connection, prompts: &[String], job_type: JobType) -> Result<u64> {
+fn insert_on_conflict(c: &mut Connection, prompts: &[&str], job_type: JobType) -> Result<u64> {
     let mut tx = c.client().transaction().context("adding jobs")?;
     let mut added = 0;
     for chunk in prompts.chunks(BATCH) {

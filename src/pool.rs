@@ -16,6 +16,7 @@
 //!   retried on another one, so callers see a restart as a slower call, not an error.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -139,6 +140,9 @@ type Slot = Mutex<Option<Built>>;
 
 /// The slots of the pools this process has built, for [`release_for_fork`].
 static BUILT: Mutex<Vec<Weak<Slot>>> = Mutex::new(Vec::new());
+/// Whether any pool was ever built here: a process that never connected (an Airflow parent
+/// that only imports job_manager) forks without looking for pool threads.
+static EVER_BUILT: AtomicBool = AtomicBool::new(false);
 
 /// Name of the pools' worker threads (one per pool); `/proc` shows the first 15 bytes.
 const WORKER_NAME: &str = "jm-pool-worker";
@@ -186,14 +190,7 @@ impl LazyPool {
         ));
         self.probe()?;
         let pool = r2d2::Pool::builder()
-            .thread_pool(Arc::new(
-                ScheduledThreadPool::builder()
-                    .num_threads(1)
-                    .thread_name_pattern(WORKER_NAME)
-                    // A closed pool's thread ends now, not after the reaper's next run.
-                    .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
-                    .build(),
-            ))
+            .thread_pool(Arc::new(worker_pool()))
             .max_size(self.settings.pool_size())
             .min_idle(Some(0))
             .test_on_check_out(false)
@@ -215,9 +212,12 @@ impl LazyPool {
             pid,
             pool: pool.clone(),
         });
+        EVER_BUILT.store(true, Ordering::Relaxed);
         let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-        built.retain(|w| w.strong_count() > 0);
-        built.push(Arc::downgrade(&self.slot));
+        // Pruned of dropped pools; a pool rebuilt after close() is listed once.
+        let this = Arc::downgrade(&self.slot);
+        built.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&this));
+        built.push(this);
         Ok(pool)
     }
 
@@ -319,20 +319,37 @@ impl LazyPool {
 
     /// Closes this process's connections. The next call opens a new pool.
     pub fn close(&self) {
-        let built = self.lock().take();
-        match built {
-            Some(b) if b.pid == std::process::id() => drop(b),
-            other => forget_inherited(other),
-        }
+        release(self.lock().take());
     }
 }
 
 impl Drop for LazyPool {
     fn drop(&mut self) {
-        let built = self.lock().take();
-        match built {
-            Some(b) if b.pid == std::process::id() => drop(b),
-            other => forget_inherited(other),
+        release(self.lock().take());
+    }
+}
+
+/// One r2d2 worker thread per pool, named so that [`release_for_fork`] can wait for it.
+fn worker_pool() -> ScheduledThreadPool {
+    ScheduledThreadPool::builder()
+        .num_threads(1)
+        .thread_name_pattern(WORKER_NAME)
+        // A closed pool's thread ends now, not after the reaper's next run.
+        .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
+        .build()
+}
+
+/// Closes a pool built by this process; forgets one inherited through `fork()` (see
+/// [`forget_inherited`]). Returns whether a pool was closed.
+fn release(built: Option<Built>) -> bool {
+    match built {
+        Some(b) if b.pid == std::process::id() => {
+            drop(b);
+            true
+        }
+        other => {
+            forget_inherited(other);
+            false
         }
     }
 }
@@ -343,24 +360,19 @@ impl Drop for LazyPool {
 /// `Err` names what still runs at the deadline (a call in flight on another thread keeps its
 /// pool alive until it returns).
 pub fn release_for_fork(timeout: Duration) -> std::result::Result<usize, String> {
+    if !EVER_BUILT.load(Ordering::Relaxed) {
+        return Ok(0);
+    }
     let slots: Vec<Arc<Slot>> = BUILT
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .drain(..)
         .filter_map(|w| w.upgrade())
         .collect();
-    let pid = std::process::id();
-    let mut closed = 0;
-    for slot in slots {
-        let built = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-        match built {
-            Some(b) if b.pid == pid => {
-                drop(b);
-                closed += 1;
-            }
-            other => forget_inherited(other),
-        }
-    }
+    let closed = slots
+        .iter()
+        .filter(|slot| release(slot.lock().unwrap_or_else(PoisonError::into_inner).take()))
+        .count();
     let deadline = Instant::now() + timeout;
     loop {
         let running = worker_threads();
@@ -418,10 +430,8 @@ mod tests {
     fn release_for_fork_waits_for_the_worker_threads() {
         assert_eq!(worker_threads(), 0);
         assert_eq!(release_for_fork(Duration::from_millis(10)), Ok(0));
-        let pool = ScheduledThreadPool::builder()
-            .num_threads(1)
-            .thread_name_pattern(WORKER_NAME)
-            .build();
+        EVER_BUILT.store(true, Ordering::Relaxed); // as if a pool had been built
+        let pool = worker_pool();
         let deadline = Instant::now() + Duration::from_secs(5);
         while worker_threads() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));

@@ -37,8 +37,9 @@ fn begin(client: &mut Client) -> Result<Transaction<'_>> {
 /// statements that put them back, in order: loading then indexing is much faster than
 /// loading into indexes, and it is what pg_dump's files do. Foreign keys go first and come
 /// back last (validating every row); primary and unique keys come back before the other
-/// indexes, which are built in name order, as in pg_dump's files. When a table job_manager does not own references ours, the keys stay in place:
-/// only the plain indexes are set aside. All of it happens inside the restore's transaction.
+/// indexes, which are built in name order, as in pg_dump's files. When a table job_manager
+/// does not own references ours, the keys stay in place: only the plain indexes are set
+/// aside. All of it happens inside the restore's transaction.
 fn set_aside_indexes(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
     let what = "setting the indexes aside during the restore";
     let referenced_from_outside: bool = tx
