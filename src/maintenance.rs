@@ -438,7 +438,7 @@ fn backup_health(
             count: 0,
         });
     }
-    let listed = backup::list_backups(dir)?;
+    let listed = backup::list_backups(dir, &backup::Auth::from_env()?)?;
     let newest = listed.first();
     let age_s = newest
         .and_then(|b| b.created_at)

@@ -6,47 +6,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use postgres::{Client, IsolationLevel, Transaction};
 
-use super::format::{HashingWriter, Header, DATA_TABLES, END_MARKER, FORMAT_VERSION};
+use super::format::{
+    add_columns_sql, catalog_columns, copy_columns, history_insert_sql, pinned_settings_sql,
+    setval_sql, HashingWriter, Header, DATA_TABLES, END_MARKER, FORMAT_VERSION, HISTORY_DDL,
+};
 use crate::errors::{Error, Result};
 use crate::pool::Context;
 use crate::schema::{self, MIGRATIONS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// Quotes an identifier for SQL.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a literal for SQL (standard_conforming_strings on).
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// The statement that sets a table's id sequence after a restore: never below the largest id,
-/// and as the backup had it for an empty table.
-pub fn setval_sql(table: &str, value: i64, is_called: bool) -> String {
-    format!(
-        "SELECT pg_catalog.setval(pg_get_serial_sequence('{table}', 'id'), \
-         GREATEST({value}, COALESCE((SELECT max(id) FROM {table}), 0), 1), \
-         {is_called} OR EXISTS (SELECT 1 FROM {table}));"
-    )
-}
-
-/// `ALTER TABLE t ADD COLUMN IF NOT EXISTS ...` for every column of the backup: columns that a
-/// newer or older schema lacks are added (never dropped), so no value is lost.
-pub fn add_columns_sql(table: &str, columns: &[(String, String)]) -> String {
-    let adds: Vec<String> = columns
-        .iter()
-        .map(|(name, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", quote_ident(name)))
-        .collect();
-    format!("ALTER TABLE {table} {};", adds.join(", "))
-}
-
-pub fn copy_columns(columns: &[(String, String)]) -> String {
-    let names: Vec<String> = columns.iter().map(|(n, _)| quote_ident(n)).collect();
-    format!("({})", names.join(", "))
-}
 
 /// Writes the whole backup of the owned tables to `out`; returns its header.
 pub fn write_backup(
@@ -59,6 +27,9 @@ pub fn write_backup(
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
+        .context("starting the backup snapshot")?;
+    // The text of dates, intervals and floats must not depend on the database's defaults.
+    tx.batch_execute(&pinned_settings_sql())
         .context("starting the backup snapshot")?;
     let (header, history) = read_header(&mut tx, created_at)?;
     write_body(&mut tx, &header, &history, out)?;
@@ -85,7 +56,11 @@ fn read_header(
     let mut header = Header {
         format_version: FORMAT_VERSION,
         created_at: Some(created_at),
-        server_version,
+        server_version: server_version
+            .chars()
+            .map(|c| if c.is_control() || c == '\\' { ' ' } else { c })
+            .take(200)
+            .collect(),
         job_manager_version: env!("CARGO_PKG_VERSION").to_owned(),
         schema_version: history.iter().map(|h| h.version).max().unwrap_or(0),
         ..Header::default()
@@ -94,7 +69,7 @@ fn read_header(
         .rows
         .insert(schema::HISTORY_TABLE.to_owned(), history.len() as u64);
     for table in DATA_TABLES {
-        let columns = tx
+        let columns: Vec<(String, String)> = tx
             .query(
                 "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
                  WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
@@ -105,7 +80,9 @@ fn read_header(
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
             .collect();
-        header.columns.insert(table.to_owned(), columns);
+        header
+            .columns
+            .insert(table.to_owned(), catalog_columns(table, &columns)?);
         let count: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .context("counting rows")?
@@ -138,8 +115,13 @@ fn write_body(
     out: &mut HashingWriter,
 ) -> Result<()> {
     let io = |e: io::Error| Error::Backup(format!("writing the backup failed: {e}"));
-    header.write_to(out).map_err(io)?;
-    writeln!(out, "BEGIN;\nSET LOCAL client_min_messages = warning;").map_err(io)?;
+    out.write_all(header.render().as_bytes()).map_err(io)?;
+    write!(
+        out,
+        "BEGIN;\nSET LOCAL client_min_messages = warning;\n{}",
+        pinned_settings_sql()
+    )
+    .map_err(io)?;
     for m in MIGRATIONS {
         if history.iter().any(|h| h.version == m.version) {
             writeln!(
@@ -151,13 +133,7 @@ fn write_body(
             .map_err(io)?;
         }
     }
-    writeln!(
-        out,
-        "CREATE TABLE IF NOT EXISTS job_manager_schema_history (version integer PRIMARY KEY, \
-         name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT \
-         now(), execution_ms integer NOT NULL);"
-    )
-    .map_err(io)?;
+    writeln!(out, "{HISTORY_DDL}").map_err(io)?;
     for (table, columns) in &header.columns {
         writeln!(out, "{}", add_columns_sql(table, columns)).map_err(io)?;
     }
@@ -165,7 +141,7 @@ fn write_body(
     let started = Instant::now();
     let mut last_report = Instant::now();
     for table in DATA_TABLES {
-        let cols = copy_columns(&header.columns[table]);
+        let cols = copy_columns(header.columns[table].iter().map(|(name, _)| name));
         writeln!(out, "COPY {table} {cols} FROM stdin;").map_err(io)?;
         let rows = copy_table(tx, table, &cols, out, started, &mut last_report)?;
         if rows != header.rows[table] {
@@ -177,24 +153,24 @@ fn write_body(
         writeln!(out, "\\.").map_err(io)?;
     }
     for h in history {
+        // A row the reader would refuse is refused here, before the file is published.
+        let m = MIGRATIONS
+            .iter()
+            .find(|m| m.version == h.version && m.name == h.name && m.checksum() == h.checksum)
+            .ok_or_else(|| {
+                Error::Backup(format!(
+                    "cannot back up: schema migration {} ({}) in this database is not one this                      job_manager embeds (the database was migrated by a newer job_manager);                      upgrade job_manager",
+                    h.version, h.name
+                ))
+            })?;
         let applied_at: String = tx
             .query_one(
-                "SELECT applied_at::text, execution_ms FROM job_manager_schema_history
-                 WHERE version = $1",
+                "SELECT applied_at::text FROM job_manager_schema_history WHERE version = $1",
                 &[&h.version],
             )
             .context("reading the schema history")?
             .get(0);
-        writeln!(
-            out,
-            "INSERT INTO job_manager_schema_history (version, name, checksum, applied_at, \
-             execution_ms) VALUES ({}, {}, {}, {}::timestamptz, 0) ON CONFLICT (version) DO NOTHING;",
-            h.version,
-            quote_literal(&h.name),
-            quote_literal(&h.checksum),
-            quote_literal(&applied_at)
-        )
-        .map_err(io)?;
+        writeln!(out, "{}", history_insert_sql(m, &applied_at)).map_err(io)?;
     }
     for (table, (value, called)) in &header.sequences {
         writeln!(out, "{}", setval_sql(table, *value, *called)).map_err(io)?;

@@ -11,7 +11,10 @@
 mod dump;
 mod files;
 pub mod format;
+pub mod grammar;
+pub mod key;
 mod pgdump;
+pub mod reader;
 mod restore;
 
 use std::collections::BTreeMap;
@@ -24,7 +27,9 @@ use crate::errors::{Error, Result};
 use crate::pool::LazyPool;
 use crate::schema::{self, InitOptions};
 pub use format::Kind;
+pub use key::Key;
 pub use pgdump::dump_database;
+pub use reader::{Auth, BackupFile};
 
 /// What a backup file is and holds.
 #[derive(Debug, Clone)]
@@ -43,6 +48,10 @@ pub struct BackupInfo {
     pub server_version: Option<String>,
     /// Why the file does not verify (only from `list_backups`).
     pub problem: Option<String>,
+    /// The file carries an HMAC line.
+    pub signed: bool,
+    /// Its HMAC was checked against the configured backup key and matched.
+    pub authenticated: bool,
 }
 
 /// What a restore did.
@@ -55,10 +64,8 @@ pub struct RestoreInfo {
     pub kind: Kind,
 }
 
-fn info(path: &Path, v: format::Verified, duration_s: Option<f64>) -> Result<BackupInfo> {
-    let size_bytes = std::fs::metadata(path)
-        .map_err(|e| Error::Backup(format!("cannot stat {}: {e}", path.display())))?
-        .len();
+fn info(file: &BackupFile, v: reader::Verified, duration_s: Option<f64>) -> BackupInfo {
+    let path = file.path();
     let created_at = v.header.created_at.or_else(|| {
         // pg_dump files: the time in the name, else the file's modification time.
         let name = path.file_name()?.to_str()?;
@@ -70,9 +77,9 @@ fn info(path: &Path, v: format::Verified, duration_s: Option<f64>) -> Result<Bac
             })
     });
     let ours = v.kind == Kind::JobManager;
-    Ok(BackupInfo {
+    BackupInfo {
         path: path.to_path_buf(),
-        size_bytes,
+        size_bytes: file.size,
         sha256: v.sha256,
         created_at,
         rows: v.rows,
@@ -82,23 +89,27 @@ fn info(path: &Path, v: format::Verified, duration_s: Option<f64>) -> Result<Bac
         schema_version: ours.then_some(v.header.schema_version),
         server_version: ours.then_some(v.header.server_version),
         problem: None,
-    })
+        signed: v.signed,
+        authenticated: v.authenticated,
+    }
 }
 
-/// Reads a backup in full and checks it; `BackupCorrupt` when it does not verify.
-pub fn verify_backup(path: &Path) -> Result<BackupInfo> {
-    let v = format::verify(path)?;
-    info(path, v, None)
+/// Reads a backup in full and checks every line of it; `BackupCorrupt` when it does not
+/// verify (or, with a backup key configured, is not signed with it).
+pub fn verify_backup(path: &Path, auth: &Auth) -> Result<BackupInfo> {
+    let file = BackupFile::open(path)?;
+    let v = file.verify(auth)?;
+    Ok(info(&file, v, None))
 }
 
 /// Every file of `dir` named like a backup, newest first, with what verification found.
-pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>> {
-    files::backup_files(dir)?
+pub fn list_backups(dir: &Path, auth: &Auth) -> Result<Vec<BackupInfo>> {
+    Ok(files::backup_files(dir)?
         .into_iter()
-        .map(|(path, stamp)| match verify_backup(&path) {
-            Ok(i) => Ok(i),
-            Err(Error::BackupCorrupt(problem)) => Ok(BackupInfo {
-                size_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+        .map(|(path, stamp)| match verify_backup(&path, auth) {
+            Ok(i) => i,
+            Err(e) => BackupInfo {
+                size_bytes: std::fs::symlink_metadata(&path).map_or(0, |m| m.len()),
                 path,
                 sha256: String::new(),
                 created_at: Some(Utc.from_utc_datetime(&stamp)),
@@ -108,62 +119,101 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupInfo>> {
                 compressed: false,
                 schema_version: None,
                 server_version: None,
-                problem: Some(problem),
-            }),
-            Err(e) => Err(e),
+                problem: Some(e.to_string()),
+                signed: false,
+                authenticated: false,
+            },
         })
-        .collect()
+        .collect())
 }
 
-/// Keeps the newest `keep` backups that verify (counting `protect`, the backup just made,
-/// without reading it again) and deletes the backups older than those. Files that do not
-/// verify among the newest are left alone and reported; files not named like a backup are
-/// never touched. Returns the deleted paths.
+/// How far ahead of this machine's clock a backup's name may be before it counts as "from
+/// the future" (a clock that was ahead, a copied or planted file).
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Keeps the newest `keep` backups that verify and deletes the backups older than those.
+///
+/// * `protect`, the backup just made, always counts first and is never deleted.
+/// * A file whose name is dated in the future is neither counted nor deleted: its name cannot
+///   be trusted to order it. It is reported.
+/// * A file that does not verify (with a key configured: is not signed with it) never counts
+///   as a kept backup; among the newest it is left alone and reported.
+/// * Files not named like a backup are never touched.
+///
+/// Returns the deleted paths. A file that cannot be deleted is reported and the others are
+/// still tried; the error then says which.
 pub fn cleanup_old_backups(
     dir: &Path,
     keep: usize,
     protect: Option<&Path>,
+    auth: &Auth,
 ) -> Result<Vec<PathBuf>> {
     if keep == 0 {
         return Err(Error::invalid(
             "keep must be at least 1: rotation never deletes every backup",
         ));
     }
-    let mut kept = 0;
+    let horizon = Utc::now().naive_utc() + CLOCK_SKEW;
+    let mut kept = usize::from(protect.is_some());
     let mut deleted = Vec::new();
-    for (path, _) in files::backup_files(dir)? {
+    let mut failed = Vec::new();
+    for (path, stamp) in files::backup_files(dir)? {
+        if protect == Some(path.as_path()) {
+            continue;
+        }
+        if stamp > horizon {
+            log::warn!(
+                "leaving {} alone: its name is dated {stamp}, in the future (a clock that was                  ahead, or a copied file); it is not counted as a kept backup",
+                path.display()
+            );
+            continue;
+        }
         if kept >= keep {
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::Backup(format!("cannot delete {}: {e}", path.display())))?;
-            log::info!("deleted old backup {}", path.display());
-            deleted.push(path);
-        } else if protect == Some(path.as_path()) {
-            kept += 1;
-        } else {
-            match format::verify(&path) {
-                Ok(_) => kept += 1,
-                Err(Error::BackupCorrupt(why)) => {
-                    log::warn!(
-                        "leaving {} alone: it does not verify ({why})",
-                        path.display()
-                    );
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    log::info!("deleted old backup {}", path.display());
+                    deleted.push(path);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    log::warn!("cannot delete old backup {}: {e}", path.display());
+                    failed.push(format!("{}: {e}", path.display()));
+                }
             }
+            continue;
+        }
+        match verify_backup(&path, auth) {
+            Ok(_) => kept += 1,
+            Err(why) => log::warn!(
+                "leaving {} alone and not counting it as a kept backup: it does not verify ({why})",
+                path.display()
+            ),
         }
     }
     if !deleted.is_empty() {
         files::sync_dir(dir)?;
     }
+    if !failed.is_empty() {
+        return Err(Error::Backup(format!(
+            "rotation deleted {} old backup(s) but could not delete {}: {}",
+            deleted.len(),
+            failed.len(),
+            failed.join("; ")
+        )));
+    }
     Ok(deleted)
 }
 
 /// Backs up the owned tables into `dir`, then rotates to `keep` backups (`None`: no rotation).
+///
+/// With a backup key in `auth`, the file is signed, and rotation counts only signed backups.
+/// A rotation that fails after the backup was published does not fail the backup: it is
+/// logged as a warning, and the backup's path is returned.
 pub fn backup_database(
     pool: &LazyPool,
     dir: &Path,
     keep: Option<usize>,
     compress: bool,
+    auth: &Auth,
 ) -> Result<BackupInfo> {
     if keep == Some(0) {
         return Err(Error::invalid("keep must be at least 1"));
@@ -172,7 +222,8 @@ pub fn backup_database(
     files::ensure_dir(dir)?;
     let (path, header, sha256) = pool.run(|c| {
         let (tmp, file) = files::TempFile::create(dir)?;
-        let mut out = format::HashingWriter::new(format::Sink::new(file, compress))
+        let mut out =
+            format::HashingWriter::new(format::Sink::new(file, compress), auth.key.as_ref())
             .map_err(|e| Error::Backup(format!("cannot start the backup writer: {e}")))?;
         let header = dump::write_backup(c.client(), &mut out, Utc::now())?;
         let (sha256, sink) = out
@@ -199,7 +250,9 @@ pub fn backup_database(
     );
     let size_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     if let Some(keep) = keep {
-        cleanup_old_backups(dir, keep, Some(&path))?;
+        if let Err(e) = cleanup_old_backups(dir, keep, Some(&path), auth) {
+            log::warn!("backup {} written, but rotation failed: {e}", path.display());
+        }
     }
     Ok(BackupInfo {
         path,
@@ -213,27 +266,56 @@ pub fn backup_database(
         schema_version: Some(header.schema_version),
         server_version: Some(header.server_version),
         problem: None,
+        signed: auth.key.is_some(),
+        authenticated: auth.key.is_some(),
     })
 }
 
-/// Restores a job_manager backup or a plain pg_dump of the replaced system. Verifies the
-/// whole file first, brings the schema current, takes a safety backup into `safety_dir`
-/// (unless `None`), then replaces the owned tables in one transaction.
+/// Restores a job_manager backup or a plain pg_dump of the replaced system.
+///
+/// The path is opened once; everything reads that descriptor. The whole file is verified
+/// first, then what would stop the restore or make it touch a table it does not own is
+/// checked, all before anything changes; then the schema is brought current, a safety backup
+/// is taken into `safety_dir` (unless `None`), and the owned tables are replaced in one
+/// transaction that loads exactly the bytes verified.
 pub fn restore_database(
     pool: &LazyPool,
     path: &Path,
     safety_dir: Option<&Path>,
+    auth: &Auth,
 ) -> Result<RestoreInfo> {
     let started = Instant::now();
-    let verified = format::verify(path)?;
+    let file = BackupFile::open(path)?;
+    let verified = file.verify(auth)?;
+    if verified.kind == Kind::PgDump && !verified.rows.contains_key("jobs") {
+        return Err(Error::Backup(
+            "the pg_dump file holds no COPY data for jobs (a --inserts or data-less dump?); \
+             nothing was restored"
+                .into(),
+        ));
+    }
+    pool.run(|c| {
+        let exists: bool = c
+            .client()
+            .query_one(
+                "SELECT to_regclass('jobs') IS NOT NULL AND to_regclass('download_queue') IS NOT NULL",
+                &[],
+            )
+            .map_err(|e| Error::from_postgres("checking the owned tables", &e))?
+            .get(0);
+        if exists {
+            restore::check_no_outside_effects(c.client())?;
+        }
+        Ok(())
+    })?;
     pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
     let safety_backup = match safety_dir {
-        Some(dir) => Some(backup_database(pool, dir, None, false)?.path),
+        Some(dir) => Some(backup_database(pool, dir, None, false, auth)?.path),
         None => None,
     };
     let rows = pool.run(|c| match verified.kind {
-        Kind::JobManager => restore::restore_ours(c.client(), path, &verified),
-        Kind::PgDump => restore::restore_pg_dump(c.client(), path, &verified),
+        Kind::JobManager => restore::restore_ours(c.client(), &file, auth, &verified),
+        Kind::PgDump => restore::restore_pg_dump(c.client(), &file, auth, &verified),
     })?;
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
     pool.run(|c| {

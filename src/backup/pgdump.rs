@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use postgres::config::Host;
 
 use super::files::{self, TempFile};
-use super::format;
+use super::reader::{Auth, BackupFile};
 use crate::errors::{Error, Result};
 use crate::pool::{Context, LazyPool};
 
@@ -135,13 +135,17 @@ pub fn dump_database(
         .scrub(settings.password()));
     }
     let path = tmp.publish(file, dir, false)?;
-    let verified = format::verify(&path).inspect_err(|_| {
+    let checked = BackupFile::open(&path).and_then(|f| {
+        let v = f.verify(&Auth::default())?;
+        Ok((f, v))
+    });
+    let (dumped, verified) = checked.inspect_err(|_| {
         let _ = std::fs::remove_file(&path);
     })?;
     if let Some(keep) = keep {
-        super::cleanup_old_backups(dir, keep, Some(&path))?;
+        super::cleanup_old_backups(dir, keep, Some(&path), &Auth::from_env()?)?;
     }
-    let mut info = super::info(&path, verified, Some(started.elapsed().as_secs_f64()))?;
+    let mut info = super::info(&dumped, verified, Some(started.elapsed().as_secs_f64()));
     info.server_version = Some(server_num.to_string());
     log::info!("pg_dump backup {} written", path.display());
     Ok(info)

@@ -1,82 +1,120 @@
 //! Restoring: in ONE transaction the owned tables are replaced by the file's rows and the
 //! sequences set, or nothing changes. Nothing else in the database is touched.
 //!
-//! The file has been verified in full before this runs; while streaming it into COPY the
-//! checksum is computed again and compared before COMMIT, so a file changed in between is
-//! refused too. Rows are streamed, never held in memory.
+//! The file has been verified in full before this runs, through the same descriptor; the
+//! restore reads it again with the same reader (every line parsed and checked again) and
+//! compares the SHA-256 of what it loaded with the one verified before COMMIT, so a file
+//! changed in between is refused. Rows are streamed, never held in memory.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, Write};
-use std::path::Path;
+use std::io::Write;
 
 use postgres::{Client, Transaction};
-use sha2::{Digest, Sha256};
 
-use super::dump::{add_columns_sql, copy_columns, quote_ident, setval_sql};
-use super::format::{
-    check_identifier, check_type, copy_target, corrupt, open, text, Lines, Verified, DATA_TABLES,
-    TRAILER,
-};
+use super::format::{add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql};
+use super::grammar::Ident;
+use super::reader::{Auth, BackupFile, Event, Reader, Verified};
 use crate::errors::{Error, Result};
 use crate::model::LEGACY_STATUS_MAP;
 use crate::pool::Context;
 
-/// How long the restore waits for the locks on the owned tables.
-const LOCK_TIMEOUT: &str =
-    "SET LOCAL lock_timeout = '30s'; SET LOCAL client_min_messages = warning;";
+/// The triggers job_manager's schema puts on its tables (BEFORE UPDATE: a restore's COPY
+/// never fires them).
+const OUR_TRIGGERS: [&str; 2] = ["update_jobs_updated_at", "update_download_queue_updated_at"];
 
+/// Starts the restore's transaction: session settings pinned as the backup's were, a bound on
+/// lock waits, and the owned tables locked so nothing can change the checks below.
 fn begin(client: &mut Client) -> Result<Transaction<'_>> {
     let mut tx = client.transaction().context("starting the restore")?;
-    tx.batch_execute(LOCK_TIMEOUT)
-        .context("starting the restore")?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '30s'; SET LOCAL client_min_messages = warning; {}
+         LOCK TABLE jobs, download_queue IN ACCESS EXCLUSIVE MODE;",
+        pinned_settings_sql()
+    ))
+    .context("starting the restore")?;
+    check_no_outside_effects(&mut tx)?;
     Ok(tx)
+}
+
+/// A restore replaces the owned tables' rows. When a table job_manager does not own refers
+/// to them, or a trigger someone added would fire on the load, the restore would change what
+/// it does not own: it is refused before anything changes, naming what is in the way.
+pub fn check_no_outside_effects(client: &mut impl postgres::GenericClient) -> Result<()> {
+    let what = "checking what refers to the owned tables";
+    let references = client
+        .query(
+            "SELECT format('%s (constraint %I on %s)', confrelid::regclass::text, conname,
+                           conrelid::regclass::text)
+             FROM pg_constraint
+             WHERE contype = 'f'
+               AND confrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+               AND conrelid NOT IN ('jobs'::regclass, 'download_queue'::regclass)
+             ORDER BY 1",
+            &[],
+        )
+        .context(what)?;
+    if !references.is_empty() {
+        let list: Vec<String> = references.iter().map(|r| r.get(0)).collect();
+        return Err(Error::Backup(format!(
+            "restore refused, nothing was changed: a table job_manager does not own refers to \
+             its rows ({}); replacing them would change that table too. Drop or change that \
+             foreign key first (ALTER TABLE ... DROP CONSTRAINT ...), then restore",
+            list.join(", ")
+        )));
+    }
+    let triggers = client
+        .query(
+            "SELECT format('%s on %s', tgname, tgrelid::regclass::text) FROM pg_trigger
+             WHERE tgrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+               AND NOT tgisinternal AND NOT (tgname::text = ANY ($1))
+             ORDER BY 1",
+            &[&&OUR_TRIGGERS[..]],
+        )
+        .context(what)?;
+    if !triggers.is_empty() {
+        let list: Vec<String> = triggers.iter().map(|r| r.get(0)).collect();
+        return Err(Error::Backup(format!(
+            "restore refused, nothing was changed: the owned tables carry triggers that \
+             job_manager did not create ({}), which a restore would fire; drop or disable them \
+             (ALTER TABLE ... DISABLE TRIGGER ...) first, then restore",
+            list.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Sets the owned tables' constraints and indexes aside for the load and returns the
 /// statements that put them back, in order: loading then indexing is much faster than
 /// loading into indexes, and it is what pg_dump's files do. Foreign keys go first and come
 /// back last (validating every row); primary and unique keys come back before the other
-/// indexes, which are built in name order, as in pg_dump's files. When a table job_manager
-/// does not own references ours, the keys stay in place: only the plain indexes are set
-/// aside. All of it happens inside the restore's transaction.
+/// indexes, which are built in name order, as in pg_dump's files. (No table outside refers
+/// to ours: [`check_no_outside_effects`] ran first.) All of it happens inside the restore's
+/// transaction; the statements come from the server's own catalog functions.
 fn set_aside_indexes(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
     let what = "setting the indexes aside during the restore";
-    let referenced_from_outside: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_constraint
-                 WHERE contype = 'f'
-                   AND confrelid IN ('jobs'::regclass, 'download_queue'::regclass)
-                   AND conrelid NOT IN ('jobs'::regclass, 'download_queue'::regclass))",
+    let mut drops = Vec::new();
+    let (mut keys, mut foreign) = (Vec::new(), Vec::new());
+    for row in tx
+        .query(
+            "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid),
+                    contype = 'f'
+             FROM pg_constraint
+             WHERE conrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+               AND contype IN ('p', 'u', 'f')
+             ORDER BY contype = 'f' DESC",
             &[],
         )
         .context(what)?
-        .get(0);
-    let mut drops = Vec::new();
-    let (mut keys, mut foreign) = (Vec::new(), Vec::new());
-    if !referenced_from_outside {
-        for row in tx
-            .query(
-                "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid),
-                        contype = 'f'
-                 FROM pg_constraint
-                 WHERE conrelid IN ('jobs'::regclass, 'download_queue'::regclass)
-                   AND contype IN ('p', 'u', 'f')
-                 ORDER BY contype = 'f' DESC",
-                &[],
-            )
-            .context(what)?
-        {
-            let (table, name, definition, is_fk): (String, String, String, bool) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            let name = quote_ident(&name);
-            drops.push(format!("ALTER TABLE {table} DROP CONSTRAINT {name}"));
-            let add = format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}");
-            if is_fk {
-                foreign.push(add);
-            } else {
-                keys.push(add);
-            }
+    {
+        let (table, name, definition, is_fk): (String, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        drops.push(format!("ALTER TABLE {table} DROP CONSTRAINT {name}"));
+        let add = format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition}");
+        if is_fk {
+            foreign.push(add);
+        } else {
+            keys.push(add);
         }
     }
     let mut indexes = Vec::new();
@@ -112,43 +150,48 @@ fn rebuild_indexes(tx: &mut Transaction<'_>, statements: &[String]) -> Result<()
     Ok(())
 }
 
-/// Streams the data lines of one COPY block into `COPY sql FROM STDIN`; returns the rows.
-/// Lines are gathered into 256 KiB blocks, hashed and sent a block at a time.
-fn stream_copy(
-    tx: &mut Transaction<'_>,
-    lines: &mut Lines<Box<dyn BufRead>>,
-    hasher: &mut Sha256,
-    sql: &str,
-    what: &str,
-) -> Result<u64> {
+/// Streams the rows of the COPY block the reader just opened into `COPY sql FROM STDIN`;
+/// returns the rows. Rows are gathered into 256 KiB blocks and sent a block at a time.
+fn stream_copy(tx: &mut Transaction<'_>, reader: &mut Reader, sql: &str, what: &str) -> Result<u64> {
     const BLOCK: usize = 1 << 18;
     let mut writer = tx.copy_in(sql).context(what)?;
     let mut block = Vec::with_capacity(2 * BLOCK);
-    let mut ended = false;
-    while !ended {
-        let Some(line) = lines.next_line()? else {
-            return Err(corrupt("the file ends inside a COPY block (truncated)"));
-        };
-        ended = line == b"\\.\n";
-        if !ended {
-            block.extend_from_slice(line);
+    loop {
+        let event = reader.next()?;
+        if event == Event::Row {
+            block.extend_from_slice(reader.row());
         }
-        if ended || block.len() >= BLOCK {
-            hasher.update(&block);
+        if event != Event::Row || block.len() >= BLOCK {
             writer
                 .write_all(&block)
                 .map_err(|e| Error::Unavailable(format!("{what}: {e}")))?;
             block.clear();
         }
+        match event {
+            Event::Row => {}
+            Event::CopyEnd => break,
+            _ => return Err(corrupt("a COPY block does not end with \\.")),
+        }
     }
-    hasher.update(b"\\.\n");
     writer.finish().context(what)
+}
+
+/// The second pass must load exactly the bytes the first one verified.
+fn check_same_file(first: &Verified, second: &Verified) -> Result<()> {
+    if first.sha256 == second.sha256 {
+        Ok(())
+    } else {
+        Err(corrupt(
+            "the file changed between verification and restore; nothing was restored",
+        ))
+    }
 }
 
 /// Restores a job_manager backup. The schema is current (migrations ran first).
 pub fn restore_ours(
     client: &mut Client,
-    path: &Path,
+    file: &BackupFile,
+    auth: &Auth,
     v: &Verified,
 ) -> Result<BTreeMap<String, u64>> {
     let header = &v.header;
@@ -160,45 +203,22 @@ pub fn restore_ours(
     tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
         .context("emptying the owned tables")?;
     let indexes = set_aside_indexes(&mut tx)?;
-
-    let mut lines = open(path)?;
-    let mut hasher = Sha256::new();
+    let mut reader = file.reader(auth)?;
     let mut rows = BTreeMap::new();
-    let mut trailer = None;
-    while let Some(line) = lines.next_line()? {
-        let s = text(line)?;
-        if let Some(hex) = s.strip_prefix(TRAILER) {
-            trailer = Some(hex.trim_end().to_owned());
-            break;
+    loop {
+        match reader.next()? {
+            Event::Copy { table, columns } => {
+                // FREEZE: the table was emptied in this transaction, so the rows can be written
+                // frozen and all-visible; nobody reads or vacuums them again after the restore.
+                let sql = format!("COPY {table} {} FROM STDIN WITH (FREEZE)", copy_columns(&columns));
+                let n = stream_copy(&mut tx, &mut reader, &sql, &format!("restoring {table}"))?;
+                rows.insert(table.to_owned(), n);
+            }
+            Event::End => break,
+            Event::Row | Event::CopyEnd => return Err(corrupt("COPY data outside a COPY block")),
         }
-        hasher.update(line);
-        let Some((table, cols)) = copy_target(s.trim_end_matches('\n')) else {
-            continue;
-        };
-        let table = table.to_owned();
-        let expected = copy_columns(&header.columns[&table]);
-        if cols != expected {
-            return Err(corrupt(format!(
-                "{table}: the COPY columns differ from the header's"
-            )));
-        }
-        let what = format!("restoring {table}");
-        let n = stream_copy(
-            &mut tx,
-            &mut lines,
-            &mut hasher,
-            // FREEZE: the table was emptied in this transaction, so the rows can be written
-            // frozen and all-visible; nobody reads or vacuums them again after the restore.
-            &format!("COPY {table} {expected} FROM STDIN WITH (FREEZE)"),
-            &what,
-        )?;
-        rows.insert(table, n);
     }
-    if trailer.as_deref() != Some(hex::encode(hasher.finalize()).as_str()) {
-        return Err(corrupt(
-            "the file changed between verification and restore; nothing was restored",
-        ));
-    }
+    check_same_file(v, &reader.finish()?)?;
     rebuild_indexes(&mut tx, &indexes)?;
     for (table, (value, called)) in &header.sequences {
         tx.batch_execute(&setval_sql(table, *value, *called))
@@ -206,42 +226,6 @@ pub fn restore_ours(
     }
     tx.commit().context("committing the restore")?;
     Ok(rows)
-}
-
-/// A column definition line of pg_dump's `CREATE TABLE public.x (` block: (name, type).
-fn column_definition(line: &str) -> Option<(String, String)> {
-    let line = line.trim().trim_end_matches(',');
-    if line.starts_with("CONSTRAINT ") || line.is_empty() {
-        return None;
-    }
-    let (name, rest) = line.split_once(' ')?;
-    let end = [" DEFAULT ", " NOT NULL", " COLLATE ", " GENERATED "]
-        .iter()
-        .filter_map(|k| rest.find(k))
-        .min()
-        .unwrap_or(rest.len());
-    let ty = rest[..end].trim();
-    (check_identifier(name).is_ok() && check_type(ty).is_ok())
-        .then(|| (name.to_owned(), ty.to_owned()))
-}
-
-fn ident_list(cols: &[String]) -> String {
-    cols.iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// pg_dump's `(id, prompt_text, ...)`.
-fn dump_columns(cols: &str) -> Result<Vec<String>> {
-    let inner = cols
-        .strip_prefix('(')
-        .and_then(|c| c.strip_suffix(')'))
-        .ok_or_else(|| corrupt("malformed COPY column list"))?;
-    inner
-        .split(", ")
-        .map(|c| check_identifier(c).map(|()| c.to_owned()))
-        .collect()
 }
 
 fn current_columns(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>> {
@@ -263,77 +247,38 @@ fn current_columns(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>>
 /// oldest layout's statuses must be mapped), then inserted into the real tables.
 pub fn restore_pg_dump(
     client: &mut Client,
-    path: &Path,
+    file: &BackupFile,
+    auth: &Auth,
     v: &Verified,
 ) -> Result<BTreeMap<String, u64>> {
-    let mut tx = begin(client)?;
-    tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
-        .context("emptying the owned tables")?;
-    let mut lines = open(path)?;
-    let mut hasher = Sha256::new();
-    let mut definitions: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut in_create: Option<String> = None;
-    let mut staged: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut sequences: BTreeMap<String, i64> = BTreeMap::new();
-    while let Some(line) = lines.next_line()? {
-        hasher.update(line);
-        let s = text(line)?.trim_end_matches('\n').to_owned();
-        if let Some(table) = &in_create {
-            if s == ");" {
-                in_create = None;
-            } else if let Some(def) = column_definition(&s) {
-                definitions.entry(table.clone()).or_default().push(def);
-            }
-            continue;
-        }
-        if let Some(t) = s
-            .strip_prefix("CREATE TABLE public.")
-            .and_then(|r| r.strip_suffix(" ("))
-        {
-            if DATA_TABLES.contains(&t) {
-                in_create = Some(t.to_owned());
-            }
-            continue;
-        }
-        if let Some((table, value)) = parse_setval(&s) {
-            sequences.insert(table, value);
-            continue;
-        }
-        let Some((table, cols)) = copy_target(&s) else {
-            continue;
-        };
-        if !DATA_TABLES.contains(&table) {
-            skip_copy(&mut lines, &mut hasher)?;
-            continue;
-        }
-        let table = table.to_owned();
-        let cols = dump_columns(cols)?;
-        stage_copy(
-            &mut tx,
-            &mut lines,
-            &mut hasher,
-            &table,
-            &cols,
-            &definitions,
-        )?;
-        staged.insert(table, cols);
-    }
-    if hex::encode(hasher.finalize()) != v.sha256 {
-        return Err(corrupt(
-            "the file changed between verification and restore; nothing was restored",
-        ));
-    }
-    if !staged.contains_key("jobs") {
+    if !v.rows.contains_key("jobs") {
         return Err(Error::Backup(
             "the pg_dump file holds no COPY data for jobs (a --inserts or data-less dump?); \
-             restore it with psql instead"
+             nothing was restored"
                 .into(),
         ));
     }
+    let mut tx = begin(client)?;
+    tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
+        .context("emptying the owned tables")?;
+    let mut reader = file.reader(auth)?;
+    let mut staged: BTreeMap<&'static str, Vec<Ident>> = BTreeMap::new();
+    loop {
+        match reader.next()? {
+            Event::Copy { table, columns } => {
+                stage_copy(&mut tx, &mut reader, table, &columns)?;
+                staged.insert(table, columns);
+            }
+            Event::End => break,
+            Event::Row | Event::CopyEnd => return Err(corrupt("COPY data outside a COPY block")),
+        }
+    }
+    let sequences = reader.dump_sequences();
+    check_same_file(v, &reader.finish()?)?;
     let indexes = set_aside_indexes(&mut tx)?;
     let rows = insert_staged(&mut tx, &staged)?;
     rebuild_indexes(&mut tx, &indexes)?;
-    for table in DATA_TABLES {
+    for table in super::format::DATA_TABLES {
         let value = sequences.get(table).copied().unwrap_or(1);
         tx.batch_execute(&setval_sql(table, value, true))
             .context("setting the id sequences")?;
@@ -345,28 +290,28 @@ pub fn restore_pg_dump(
 /// Moves the staged rows into the real tables, parents first, mapping legacy statuses.
 fn insert_staged(
     tx: &mut Transaction<'_>,
-    staged: &BTreeMap<String, Vec<String>>,
+    staged: &BTreeMap<&'static str, Vec<Ident>>,
 ) -> Result<BTreeMap<String, u64>> {
     let mut rows = BTreeMap::new();
-    for table in DATA_TABLES {
+    for table in super::format::DATA_TABLES {
         let Some(cols) = staged.get(table) else {
             continue;
         };
-        let list = ident_list(cols);
+        let list = copy_columns(cols);
         let select = cols
             .iter()
             .map(|c| {
-                if table == "jobs" && c == "status" {
+                if table == "jobs" && c.as_str() == "status" {
                     status_mapping()
                 } else {
-                    quote_ident(c)
+                    c.quoted()
                 }
             })
             .collect::<Vec<_>>()
             .join(", ");
         let n = tx
             .execute(
-                &format!("INSERT INTO {table} ({list}) SELECT {select} FROM jm_restore_{table}"),
+                &format!("INSERT INTO {table} {list} SELECT {select} FROM jm_restore_{table}"),
                 &[],
             )
             .context(&format!("restoring {table}"))?;
@@ -376,32 +321,20 @@ fn insert_staged(
 }
 
 /// Stages one COPY block of the dump in a temporary table shaped like the real one, adding
-/// the dump's columns that the schema lacks (with their types from the dump's CREATE TABLE).
+/// the dump's columns that the schema lacks (with their types from the dump's CREATE TABLE,
+/// parsed: only built-in types are accepted).
 fn stage_copy(
     tx: &mut Transaction<'_>,
-    lines: &mut Lines<Box<dyn BufRead>>,
-    hasher: &mut Sha256,
-    table: &str,
-    cols: &[String],
-    definitions: &BTreeMap<String, Vec<(String, String)>>,
+    reader: &mut Reader,
+    table: &'static str,
+    cols: &[Ident],
 ) -> Result<()> {
-    // Columns of the dump that this schema lacks are added (additive: nothing is lost).
     let have = current_columns(tx, table)?;
-    let missing: Vec<(String, String)> = cols
+    let missing = cols
         .iter()
-        .filter(|c| !have.contains(c))
-        .map(|c| {
-            definitions
-                .get(table)
-                .and_then(|defs| defs.iter().find(|(n, _)| n == c))
-                .cloned()
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "{table}.{c} is in the data but its type is not in the dump"
-                    ))
-                })
-        })
-        .collect::<Result<_>>()?;
+        .filter(|c| !have.iter().any(|h| h == c.as_str()))
+        .map(|c| Ok((c.clone(), reader.dump_column_type(table, c)?)))
+        .collect::<Result<Vec<_>>>()?;
     if !missing.is_empty() {
         tx.batch_execute(&add_columns_sql(table, &missing))
             .context("adding the dump's columns")?;
@@ -411,36 +344,13 @@ fn stage_copy(
         "CREATE TEMP TABLE {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
     ))
     .context("staging the dump's rows")?;
-    let list = ident_list(cols);
     stream_copy(
         tx,
-        lines,
-        hasher,
-        &format!("COPY {stage} ({list}) FROM STDIN"),
+        reader,
+        &format!("COPY {stage} {} FROM STDIN", copy_columns(cols)),
         &format!("reading {table} from the dump"),
     )?;
     Ok(())
-}
-
-fn skip_copy(lines: &mut Lines<Box<dyn BufRead>>, hasher: &mut Sha256) -> Result<()> {
-    while let Some(line) = lines.next_line()? {
-        hasher.update(line);
-        if line == b"\\.\n" {
-            return Ok(());
-        }
-    }
-    Err(corrupt("the file ends inside a COPY block (truncated)"))
-}
-
-/// `SELECT pg_catalog.setval('public.jobs_id_seq', 3, true);` -> ("jobs", 3).
-fn parse_setval(line: &str) -> Option<(String, i64)> {
-    let rest = line.strip_prefix("SELECT pg_catalog.setval('public.")?;
-    let (seq, rest) = rest.split_once("', ")?;
-    let table = seq.strip_suffix("_id_seq")?;
-    let value = rest.split(',').next()?.trim().parse().ok()?;
-    DATA_TABLES
-        .contains(&table)
-        .then(|| (table.to_owned(), value))
 }
 
 fn status_mapping() -> String {
@@ -454,39 +364,6 @@ fn status_mapping() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn column_definitions_of_pg_dump() {
-        assert_eq!(
-            column_definition("    id integer NOT NULL,"),
-            Some(("id".into(), "integer".into()))
-        );
-        assert_eq!(
-            column_definition("    status text DEFAULT 'pending'::text NOT NULL,"),
-            Some(("status".into(), "text".into()))
-        );
-        assert_eq!(
-            column_definition("    submitted_at timestamp without time zone,"),
-            Some(("submitted_at".into(), "timestamp without time zone".into()))
-        );
-        assert_eq!(
-            column_definition("    CONSTRAINT jobs_check CHECK ((x))"),
-            None
-        );
-        assert_eq!(column_definition("    evil text; DROP TABLE x,"), None);
-    }
-
-    #[test]
-    fn setval_lines() {
-        assert_eq!(
-            parse_setval("SELECT pg_catalog.setval('public.jobs_id_seq', 3, true);"),
-            Some(("jobs".into(), 3))
-        );
-        assert_eq!(
-            parse_setval("SELECT pg_catalog.setval('public.log_id_seq', 9, true);"),
-            None
-        );
-    }
 
     #[test]
     fn status_mapping_covers_the_legacy_statuses() {

@@ -24,6 +24,8 @@ pub struct BackupInfo {
     schema_version: Option<i32>,
     server_version: Option<String>,
     problem: Option<String>,
+    signed: bool,
+    authenticated: bool,
 }
 
 #[pymethods]
@@ -49,6 +51,8 @@ impl BackupInfo {
         d.set_item("server_version", &self.server_version)?;
         d.set_item("verified", self.problem.is_none())?;
         d.set_item("problem", &self.problem)?;
+        d.set_item("signed", self.signed)?;
+        d.set_item("authenticated", self.authenticated)?;
         Ok(d)
     }
 
@@ -93,6 +97,8 @@ impl From<backup::BackupInfo> for BackupInfo {
             schema_version: i.schema_version,
             server_version: i.server_version,
             problem: i.problem,
+            signed: i.signed,
+            authenticated: i.authenticated,
         }
     }
 }
@@ -149,18 +155,21 @@ impl From<backup::RestoreInfo> for RestoreInfo {
     }
 }
 
-/// Reads a backup in full and checks header, structure, row counts and checksum. No database
-/// is needed. Raises `BackupCorruptError` for a truncated, edited or foreign file.
+/// Reads a backup in full and checks every line of it, its row counts and checksum (and,
+/// with `JOB_MANAGER_BACKUP_KEY` set, its HMAC). No database is needed. Raises
+/// `BackupCorruptError` for a truncated, edited, unsigned or foreign file.
 #[pyfunction]
 pub fn verify_backup(py: Python<'_>, path: PathBuf) -> PyResult<BackupInfo> {
-    Ok(py.detach(|| backup::verify_backup(&path))?.into())
+    let auth = backup::Auth::from_env()?;
+    Ok(py.detach(|| backup::verify_backup(&path, &auth))?.into())
 }
 
 /// Every file in `backup_dir` named like a backup, newest first; `verified` says which pass.
 #[pyfunction]
 #[pyo3(signature = (backup_dir=PathBuf::from("backups")))]
 pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupInfo>> {
-    let list = py.detach(|| backup::list_backups(&backup_dir))?;
+    let auth = backup::Auth::from_env()?;
+    let list = py.detach(|| backup::list_backups(&backup_dir, &auth))?;
     Ok(list.into_iter().map(Into::into).collect())
 }
 
@@ -171,8 +180,10 @@ pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupI
 pub fn cleanup_old_backups(
     py: Python<'_>,
     backup_dir: PathBuf,
-    keep: usize,
+    keep: i64,
 ) -> PyResult<Vec<String>> {
-    let deleted = py.detach(|| backup::cleanup_old_backups(&backup_dir, keep, None))?;
+    let keep = super::convert::keep_arg(keep)?;
+    let auth = backup::Auth::from_env()?;
+    let deleted = py.detach(|| backup::cleanup_old_backups(&backup_dir, keep, None, &auth))?;
     Ok(deleted.iter().map(|p| p.display().to_string()).collect())
 }

@@ -34,6 +34,32 @@ impl Text {
     }
 }
 
+/// A number of seconds from Python as a `Duration`: finite, positive and at most `max_s`
+/// (a float such as `1e300` must be an `InvalidArgumentError`, never a panic).
+pub fn seconds_arg(name: &str, value: f64, max_s: f64) -> Result<std::time::Duration, Error> {
+    if value.is_finite() && value > 0.0 && value <= max_s {
+        if let Ok(d) = std::time::Duration::try_from_secs_f64(value) {
+            return Ok(d);
+        }
+    }
+    Err(Error::invalid(format!(
+        "{name} must be a positive number of seconds, at most {max_s}, got {value}"
+    )))
+}
+
+/// How many backups rotation keeps: at least 1 (a negative or zero `keep` never reaches
+/// the deleting code).
+pub fn keep_arg(keep: i64) -> Result<usize, Error> {
+    usize::try_from(keep)
+        .ok()
+        .filter(|k| *k >= 1)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "keep must be at least 1 (rotation never deletes every backup), got {keep}"
+            ))
+        })
+}
+
 pub fn opt_str(t: Option<&Text>) -> Option<&str> {
     t.map(Text::as_str)
 }

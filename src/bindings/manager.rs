@@ -10,7 +10,6 @@ use super::convert::{
 };
 use super::maintenance::to_python;
 use crate::config::{Settings, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_POOL_SIZE};
-use crate::errors::Error;
 use crate::maintenance::{self as upkeep, Thresholds};
 use crate::model::{DownloadStatus, FileType, JobType};
 use crate::pool::{LazyPool, PoolState};
@@ -145,14 +144,8 @@ impl JobManager {
 
     #[pyo3(signature = (*, lock_timeout=5.0))]
     fn init_database(&self, py: Python<'_>, lock_timeout: f64) -> PyResult<Vec<String>> {
-        if !(lock_timeout.is_finite() && lock_timeout > 0.0) {
-            return Err(Error::invalid(format!(
-                "lock_timeout must be a positive number of seconds, got {lock_timeout}"
-            ))
-            .into());
-        }
         let options = InitOptions {
-            lock_timeout: std::time::Duration::from_secs_f64(lock_timeout),
+            lock_timeout: super::convert::seconds_arg("lock_timeout", lock_timeout, 86_400.0)?,
             ..InitOptions::default()
         };
         Ok(py.detach(|| {
@@ -394,11 +387,13 @@ impl JobManager {
         &self,
         py: Python<'_>,
         backup_dir: std::path::PathBuf,
-        keep: Option<usize>,
+        keep: Option<i64>,
         compress: bool,
     ) -> PyResult<BackupInfo> {
+        let keep = keep.map(super::convert::keep_arg).transpose()?;
+        let auth = backup::Auth::from_env()?;
         Ok(py
-            .detach(|| backup::backup_database(&self.pool, &backup_dir, keep, compress))?
+            .detach(|| backup::backup_database(&self.pool, &backup_dir, keep, compress, &auth))?
             .into())
     }
 
@@ -409,9 +404,10 @@ impl JobManager {
         &self,
         py: Python<'_>,
         backup_dir: std::path::PathBuf,
-        keep: Option<usize>,
+        keep: Option<i64>,
         pg_dump: Option<std::path::PathBuf>,
     ) -> PyResult<BackupInfo> {
+        let keep = keep.map(super::convert::keep_arg).transpose()?;
         Ok(py
             .detach(|| backup::dump_database(&self.pool, &backup_dir, keep, pg_dump.as_deref()))?
             .into())
@@ -419,17 +415,23 @@ impl JobManager {
 
     /// Restores a backup (or a plain pg_dump of the replaced system) in one transaction,
     /// after verifying it and taking a safety backup of the current rows into `backup_dir`.
-    #[pyo3(signature = (path, *, safety_backup=true, backup_dir=std::path::PathBuf::from("backups")))]
+    /// With a backup key configured, an unsigned file is refused unless `allow_unsigned`.
+    #[pyo3(signature = (path, *, safety_backup=true, backup_dir=std::path::PathBuf::from("backups"), allow_unsigned=false))]
     fn restore_database(
         &self,
         py: Python<'_>,
         path: std::path::PathBuf,
         safety_backup: bool,
         backup_dir: std::path::PathBuf,
+        allow_unsigned: bool,
     ) -> PyResult<RestoreInfo> {
         let safety_dir = safety_backup.then_some(backup_dir.as_path());
+        let auth = backup::Auth {
+            allow_unsigned,
+            ..backup::Auth::from_env()?
+        };
         Ok(py
-            .detach(|| backup::restore_database(&self.pool, &path, safety_dir))?
+            .detach(|| backup::restore_database(&self.pool, &path, safety_dir, &auth))?
             .into())
     }
 

@@ -1,0 +1,443 @@
+//! The pieces of text a backup is made of, each as a parser and a renderer.
+//!
+//! Nothing read from a file is ever pasted into SQL: an identifier is parsed and quoted again,
+//! a column type is parsed into one of the built-in types below and rendered from our own
+//! strings, a number is parsed into an integer. A line is accepted only when rendering what was
+//! parsed gives back exactly the same bytes, so a file that verifies holds only lines that
+//! job_manager itself would write. None of this needs a database, which is what lets a fuzzer
+//! drive it (`fuzz/`).
+
+use std::fmt::Write as _;
+
+/// Why a piece of text was refused (the caller adds the line number).
+pub type Refusal = String;
+
+/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+pub const MAX_IDENT: usize = 63;
+
+/// A column name, as PostgreSQL stores it (any characters but NUL and control characters).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ident(String);
+
+impl Ident {
+    /// A name read from the catalog, checked for what a backup line can carry.
+    pub fn new(name: &str) -> Result<Self, Refusal> {
+        if name.is_empty() {
+            return Err("an empty column name".into());
+        }
+        if name.len() > MAX_IDENT {
+            return Err(format!(
+                "a column name longer than {MAX_IDENT} bytes ({} bytes)",
+                name.len()
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(
+                "a column name with a control character (a line break, a tab, ...): rename the \
+                 column to back it up"
+                    .into(),
+            );
+        }
+        Ok(Ident(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `"name"`, with inner quotes doubled: safe in any SQL position that takes a column.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0.replace('"', "\"\""))
+    }
+
+    /// Parses a quoted identifier at the start of `s`; returns it and the rest of `s`.
+    pub fn parse_quoted(s: &str) -> Result<(Self, &str), Refusal> {
+        let body = s
+            .strip_prefix('"')
+            .ok_or_else(|| "a column name must be quoted".to_owned())?;
+        let mut name = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if body[i + 1..].starts_with('"') {
+                    name.push('"');
+                    chars.next();
+                } else {
+                    return Ok((Ident::new(&name)?, &body[i + 1..]));
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        Err("a quoted column name is not closed".into())
+    }
+
+    /// Parses a name as pg_dump and format version 1 write it: unquoted when it is a plain
+    /// lower-case identifier, else quoted. Returns it and the rest of `s`.
+    pub fn parse_plain_or_quoted(s: &str) -> Result<(Self, &str), Refusal> {
+        if s.starts_with('"') {
+            return Self::parse_quoted(s);
+        }
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .unwrap_or(s.len());
+        let (name, rest) = s.split_at(end);
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit() || c == '$') {
+            return Err("a malformed column name".into());
+        }
+        Ok((Ident::new(name)?, rest))
+    }
+}
+
+/// The built-in types a backup may name, as `format_type()` spells them: (name, how many
+/// modifiers it takes at most, what follows the modifiers).
+const TYPES: &[(&str, usize, &str)] = &[
+    ("smallint", 0, ""),
+    ("integer", 0, ""),
+    ("bigint", 0, ""),
+    ("real", 0, ""),
+    ("double precision", 0, ""),
+    ("numeric", 2, ""),
+    ("boolean", 0, ""),
+    ("text", 0, ""),
+    ("character varying", 1, ""),
+    ("character", 1, ""),
+    ("bytea", 0, ""),
+    ("date", 0, ""),
+    ("time", 1, " without time zone"),
+    ("time", 1, " with time zone"),
+    ("timestamp", 1, " without time zone"),
+    ("timestamp", 1, " with time zone"),
+    ("interval", 0, ""),
+    ("json", 0, ""),
+    ("jsonb", 0, ""),
+    ("uuid", 0, ""),
+    ("inet", 0, ""),
+    ("cidr", 0, ""),
+    ("macaddr", 0, ""),
+    ("money", 0, ""),
+    ("bit", 1, ""),
+    ("bit varying", 1, ""),
+];
+
+/// The largest type modifier accepted (varchar's limit is 10,485,760).
+const MAX_TYPMOD: u32 = 10_485_760;
+
+/// A column type: one of [`TYPES`], its modifiers, and whether it is an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlType {
+    base: usize,
+    mods: Vec<u32>,
+    array: bool,
+}
+
+impl SqlType {
+    /// Parses a type exactly as `format_type()` writes it (`character varying(20)`,
+    /// `timestamp(3) with time zone`, `numeric(10,2)`, `text[]`). Anything else, including a
+    /// user-defined type, is refused: a backup must restore on a fresh database.
+    pub fn parse(s: &str) -> Result<Self, Refusal> {
+        let refuse = || {
+            format!(
+                "the column type {} is not a built-in type job_manager can recreate",
+                clip(s)
+            )
+        };
+        let (body, array) = match s.strip_suffix("[]") {
+            Some(b) => (b, true),
+            None => (s, false),
+        };
+        for (base, (name, max_mods, suffix)) in TYPES.iter().enumerate() {
+            let Some(rest) = body.strip_prefix(name) else {
+                continue;
+            };
+            let (mods, rest) = match rest.strip_prefix('(') {
+                Some(inner) if *max_mods > 0 => {
+                    let Some((list, rest)) = inner.split_once(')') else {
+                        continue;
+                    };
+                    let mods: Option<Vec<u32>> = list.split(',').map(parse_typmod).collect();
+                    match mods {
+                        Some(m) if m.len() <= *max_mods => (m, rest),
+                        _ => return Err(refuse()),
+                    }
+                }
+                _ => (Vec::new(), rest),
+            };
+            if rest == *suffix {
+                let t = SqlType { base, mods, array };
+                debug_assert_eq!(t.render(), s);
+                return Ok(t);
+            }
+        }
+        Err(refuse())
+    }
+
+    /// The type as SQL, from our own strings and integers only.
+    pub fn render(&self) -> String {
+        let (name, _, suffix) = TYPES[self.base];
+        let mut out = name.to_owned();
+        if !self.mods.is_empty() {
+            let mods: Vec<String> = self.mods.iter().map(u32::to_string).collect();
+            let _ = write!(out, "({})", mods.join(","));
+        }
+        out.push_str(suffix);
+        if self.array {
+            out.push_str("[]");
+        }
+        out
+    }
+}
+
+/// A type modifier: a decimal number without sign or leading zeros, at most [`MAX_TYPMOD`].
+fn parse_typmod(s: &str) -> Option<u32> {
+    let ok = !s.is_empty()
+        && s.len() <= 8
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    ok.then(|| s.parse().ok())
+        .flatten()
+        .filter(|v| *v <= MAX_TYPMOD)
+}
+
+/// A decimal integer as PostgreSQL prints it (optional minus, no leading zeros).
+pub fn parse_int<T: std::str::FromStr + ToString>(s: &str) -> Option<T> {
+    let v: T = s.parse().ok()?;
+    (v.to_string() == s).then_some(v)
+}
+
+/// Checks one line of COPY text data (without its newline) as `COPY ... TO STDOUT` writes
+/// it: exactly `columns` fields separated by tabs, each `\N` or text in which a backslash
+/// starts one of the escapes COPY writes (`\\ \b \f \n \r \t \v`), no raw carriage return, no
+/// NUL. Such a line means the same to our restore, to psql and to the server.
+pub fn check_copy_row(line: &[u8], columns: usize) -> Result<(), Refusal> {
+    if line.contains(&0) {
+        return Err("a NUL byte in COPY data".into());
+    }
+    let mut fields = 1;
+    let mut field_start = 0;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr3(b'\t', b'\\', b'\r', &line[i..]) {
+        let at = i + off;
+        match line[at] {
+            b'\t' => {
+                check_null_marker(&line[field_start..at])?;
+                fields += 1;
+                field_start = at + 1;
+                i = at + 1;
+            }
+            b'\\' => {
+                let next = line.get(at + 1).copied();
+                match next {
+                    Some(b'\\' | b'b' | b'f' | b'n' | b'r' | b't' | b'v' | b'N') => i = at + 2,
+                    _ => return Err("an escape COPY does not write (a backslash followed by something other than \\, b, f, n, r, t, v or N)".into()),
+                }
+            }
+            _ => return Err("a raw carriage return in COPY data".into()),
+        }
+        if fields > columns {
+            break;
+        }
+    }
+    check_null_marker(&line[field_start..])?;
+    if fields != columns {
+        return Err(format!(
+            "a COPY row with {fields} fields where the table has {columns} columns"
+        ));
+    }
+    Ok(())
+}
+
+/// `\N` is the NULL marker only as a whole field; COPY never writes it inside text.
+fn check_null_marker(field: &[u8]) -> Result<(), Refusal> {
+    if field == b"\\N" {
+        return Ok(());
+    }
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'\\', &field[i..]) {
+        let at = i + off;
+        if field.get(at + 1) == Some(&b'N') {
+            return Err("a \\N inside a COPY field (COPY writes it only as a whole field)".into());
+        }
+        i = at + 2;
+    }
+    Ok(())
+}
+
+/// A timestamptz as `applied_at::text` prints it with DateStyle ISO:
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]+HH[:MM[:SS]]`.
+pub fn check_iso_timestamptz(s: &str) -> Result<(), Refusal> {
+    let refuse = || {
+        format!(
+            "{} is not an ISO timestamp: the backup was written with a DateStyle other than \
+             ISO, so its dates are ambiguous; restore it with the DateStyle it was written in",
+            clip(s)
+        )
+    };
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let shape = b.len() >= 22
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b' '
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return Err(refuse());
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 6 {
+            return Err(refuse());
+        }
+        rest = &frac[n..];
+    }
+    let Some(offset) = rest.strip_prefix(['+', '-']) else {
+        return Err(refuse());
+    };
+    let parts: Vec<&str> = offset.split(':').collect();
+    let ok = !parts.is_empty()
+        && parts.len() <= 3
+        && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|d| d.is_ascii_digit()));
+    let date_ok = chrono::NaiveDateTime::parse_from_str(&s[..19], "%Y-%m-%d %H:%M:%S").is_ok();
+    if ok && date_ok {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
+}
+
+/// Text of a header value: printable, no backslash, bounded.
+pub fn check_header_text(s: &str) -> Result<(), Refusal> {
+    if s.len() > 256 || s.chars().any(|c| c.is_control() || c == '\\') {
+        return Err("a header value with control characters or a backslash".into());
+    }
+    Ok(())
+}
+
+/// Up to 40 characters of `s`, escaped, for a message (never more of a file's content).
+pub fn clip(s: &str) -> String {
+    let mut t: String = s.chars().take(40).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    format!("{t:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_round_trip() {
+        for t in [
+            "integer",
+            "text",
+            "text[]",
+            "character varying",
+            "character varying(255)",
+            "character(1)",
+            "numeric",
+            "numeric(10)",
+            "numeric(10,2)",
+            "timestamp without time zone",
+            "timestamp(3) without time zone",
+            "timestamp with time zone",
+            "time(0) with time zone",
+            "double precision",
+            "jsonb",
+            "bit varying(8)",
+        ] {
+            assert_eq!(SqlType::parse(t).unwrap().render(), t);
+        }
+    }
+
+    #[test]
+    fn hostile_and_foreign_types_are_refused() {
+        for t in [
+            "",
+            "text, ADD CONSTRAINT c FOREIGN KEY (operation_id) REFERENCES dag (dag_id)",
+            "text, SET UNLOGGED",
+            "text, ADD CONSTRAINT c CHECK (query_to_xml(prompt_text,true,true,''))",
+            "text DEFAULT pg_terminate_backend(pg_backend_pid())",
+            "public.mood",
+            "mood",
+            "integer[][]",
+            "numeric(1,2,3)",
+            "numeric(01)",
+            "numeric(99999999999)",
+            "character varying(-1)",
+            "text ",
+            " text",
+            "TEXT",
+            "timestamp(3)",
+            "integer(4)",
+            "text;",
+        ] {
+            assert!(SqlType::parse(t).is_err(), "{t:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn identifiers_quote_and_parse_back() {
+        for name in ["id", "reviewed by", "备注", "say \"hi\"", "a'b", "$x", "Upper"] {
+            let id = Ident::new(name).unwrap();
+            let q = id.quoted();
+            let line = format!("{q} text");
+            let (back, rest) = Ident::parse_quoted(&line).unwrap();
+            assert_eq!(back, id);
+            assert_eq!(rest, " text");
+        }
+        assert!(Ident::new("a\nb").is_err());
+        assert!(Ident::new("").is_err());
+        assert!(Ident::new(&"x".repeat(64)).is_err());
+        assert!(Ident::parse_quoted("\"open").is_err());
+        assert!(Ident::parse_quoted("plain").is_err());
+        assert_eq!(
+            Ident::parse_plain_or_quoted("prompt_text, x").unwrap(),
+            (Ident::new("prompt_text").unwrap(), ", x")
+        );
+        assert!(Ident::parse_plain_or_quoted("1abc").is_err());
+        assert!(Ident::parse_plain_or_quoted("").is_err());
+    }
+
+    #[test]
+    fn copy_rows() {
+        assert!(check_copy_row(b"1\thello\\tworld \\\\ x\t\\N", 3).is_ok());
+        assert!(check_copy_row(b"", 1).is_ok());
+        assert!(check_copy_row(b"1\t2", 3).is_err());
+        assert!(check_copy_row(b"1\t2\t3\t4", 3).is_err());
+        assert!(check_copy_row(b"1\t\\x41\t3", 3).is_err());
+        assert!(check_copy_row(b"1\tab\\Ncd\t3", 3).is_err());
+        assert!(check_copy_row(b"1\ta\rb\t3", 3).is_err());
+        assert!(check_copy_row(b"1\ta\0b\t3", 3).is_err());
+        assert!(check_copy_row(b"1\tab\\", 2).is_err());
+        assert!(check_copy_row(b"\\.", 1).is_err());
+    }
+
+    #[test]
+    fn iso_timestamps() {
+        assert!(check_iso_timestamptz("2026-11-24 08:19:40.41387+00").is_ok());
+        assert!(check_iso_timestamptz("2026-11-24 08:19:40+05:30").is_ok());
+        assert!(check_iso_timestamptz("2026-11-24 08:19:40-03").is_ok());
+        assert!(check_iso_timestamptz("24/11/2026 08:19:40.41387 UTC").is_err());
+        assert!(check_iso_timestamptz("2026-13-24 08:19:40+00").is_err());
+        assert!(check_iso_timestamptz("2026-11-24 08:19:40.1234567+00").is_err());
+        assert!(check_iso_timestamptz("2026-11-24 08:19:40+00'); DROP").is_err());
+    }
+
+    #[test]
+    fn integers_must_be_canonical() {
+        assert_eq!(parse_int::<i64>("42"), Some(42));
+        assert_eq!(parse_int::<i64>("-1"), Some(-1));
+        assert_eq!(parse_int::<i64>("042"), None);
+        assert_eq!(parse_int::<i64>("+1"), None);
+        assert_eq!(parse_int::<i64>(" 1"), None);
+    }
+}

@@ -1,0 +1,1002 @@
+//! One reader for backup files: it parses, checks and hashes in a single pass, and both
+//! `verify` and `restore` consume it, so what a restore loads is exactly what was checked.
+//!
+//! * [`BackupFile::open`] opens the path once and refuses anything but a regular file (a FIFO,
+//!   a device or a directory) before reading a byte; every later pass reads that descriptor.
+//! * [`Reader::next`] yields the COPY blocks of the owned tables as [`Event`]s. In our own
+//!   format every other line must be exactly the line job_manager writes at that point
+//!   (`format.rs`); in a plain pg_dump only the owned tables' `CREATE TABLE`, `COPY` and
+//!   `setval` lines are read, strictly, and everything else is skipped, never executed.
+//! * Memory stays flat: lines are read one at a time, each at most [`MAX_LINE`] bytes.
+//!
+//! Errors name the line number and never quote more than a few characters of the file.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use hmac::Mac;
+use sha2::{Digest, Sha256};
+
+use super::format::{
+    self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column,
+    Header, Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER, MAGIC,
+    TRAILER,
+};
+use super::grammar::{self, Ident, Refusal, SqlType};
+use super::key::{self, HmacSha256, Key};
+use crate::errors::{Error, Result};
+use crate::schema::MIGRATIONS;
+
+/// The longest line accepted (a COPY row holds one job; prompts are far smaller).
+pub const MAX_LINE: usize = 64 * 1024 * 1024;
+/// The longest first line: the magic line is short, so a huge binary file is refused at once.
+const MAX_FIRST_LINE: usize = 4096;
+const PG_DUMP_MAGIC: &str = "-- PostgreSQL database dump";
+const PG_DUMP_COMPLETE: &str = "-- PostgreSQL database dump complete";
+
+/// A backup file opened once. Every pass reads this descriptor, never the path again.
+pub struct BackupFile {
+    file: File,
+    path: PathBuf,
+    pub size: u64,
+    pub compressed: bool,
+}
+
+impl BackupFile {
+    /// Opens `path` without blocking (a FIFO would block an ordinary open) and refuses
+    /// anything that is not a regular file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+            .open(path)
+            .map_err(|e| Error::Backup(format!("cannot open backup {}: {e}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::Backup(format!("cannot stat {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a FIFO, socket or device)"
+            };
+            return Err(corrupt(format!(
+                "{} is {what}: a backup is a regular file",
+                path.display()
+            )));
+        }
+        let mut magic = [0u8; 2];
+        let n = read_up_to(&file, &mut magic)?;
+        Ok(BackupFile {
+            file,
+            path: path.to_path_buf(),
+            size: meta.len(),
+            compressed: n == 2 && magic == [0x1f, 0x8b],
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A reader from the first byte of the file. `auth` says whether a key is configured
+    /// and whether an unsigned file is acceptable.
+    pub fn reader(&self, auth: &Auth) -> Result<Reader> {
+        let mut file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::Backup(format!("cannot read {}: {e}", self.path.display())))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::Backup(format!("cannot read {}: {e}", self.path.display())))?;
+        let raw = BufReader::with_capacity(1 << 16, file);
+        let inner: Box<dyn BufRead + Send> = if self.compressed {
+            Box::new(BufReader::with_capacity(
+                1 << 16,
+                flate2::read::MultiGzDecoder::new(raw),
+            ))
+        } else {
+            Box::new(raw)
+        };
+        Reader::new(Lines::new(inner), auth, self.compressed)
+    }
+
+    /// Reads the whole file and checks it.
+    pub fn verify(&self, auth: &Auth) -> Result<Verified> {
+        let mut r = self.reader(auth)?;
+        while !matches!(r.next()?, Event::End) {}
+        r.finish()
+    }
+}
+
+fn read_up_to(mut f: &File, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(&e)),
+        }
+    }
+    Ok(n)
+}
+
+/// What the reader requires of a file's signature.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub key: Option<Key>,
+    /// With a key: accept a file that carries no HMAC (an operator's explicit choice).
+    pub allow_unsigned: bool,
+}
+
+impl Auth {
+    /// The key from the environment, unsigned files refused when there is one.
+    pub fn from_env() -> Result<Self> {
+        Ok(Auth {
+            key: Key::from_env()?,
+            allow_unsigned: false,
+        })
+    }
+}
+
+/// What a full read of a backup found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub kind: Kind,
+    /// Our format's header (empty for pg_dump files).
+    pub header: Header,
+    /// SHA-256 of the content (our format: everything above the checksum line).
+    pub sha256: String,
+    /// Rows per data table, as counted in the COPY blocks.
+    pub rows: BTreeMap<String, u64>,
+    pub compressed: bool,
+    /// The file carries an HMAC line.
+    pub signed: bool,
+    /// The HMAC was checked against the configured key and matched.
+    pub authenticated: bool,
+}
+
+/// What the reader found next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A COPY block of an owned table starts; its rows follow as [`Event::Row`].
+    Copy {
+        table: &'static str,
+        columns: Vec<Ident>,
+    },
+    /// One COPY row, checked: [`Reader::row`] holds it, with its newline.
+    Row,
+    /// The COPY block ended.
+    CopyEnd,
+    /// The whole file was read and checked; [`Reader::finish`] gives the result.
+    End,
+}
+
+/// Lines of a stream, each at most `max` bytes and ending with a newline, numbered from 1.
+struct Lines {
+    reader: Box<dyn BufRead + Send>,
+    buf: Vec<u8>,
+    max: usize,
+    number: u64,
+}
+
+impl Lines {
+    fn new(reader: Box<dyn BufRead + Send>) -> Self {
+        Lines {
+            reader,
+            buf: Vec::with_capacity(8192),
+            max: MAX_FIRST_LINE,
+            number: 0,
+        }
+    }
+
+    /// The next line with its newline, or `None` at the end of the stream.
+    fn next_line(&mut self) -> Result<Option<&[u8]>> {
+        self.buf.clear();
+        loop {
+            let available = self.reader.fill_buf().map_err(|e| read_error(&e))?;
+            if available.is_empty() {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(corrupt(format!(
+                    "the file ends in the middle of line {} (truncated)",
+                    self.number + 1
+                )));
+            }
+            if let Some(i) = memchr::memchr(b'\n', available) {
+                if self.buf.len() + i >= self.max {
+                    return Err(self.too_long());
+                }
+                self.buf.extend_from_slice(&available[..=i]);
+                self.reader.consume(i + 1);
+                self.number += 1;
+                return Ok(Some(self.buf.as_slice()));
+            }
+            let n = available.len();
+            self.buf.extend_from_slice(available);
+            self.reader.consume(n);
+            if self.buf.len() > self.max {
+                return Err(self.too_long());
+            }
+        }
+    }
+
+    fn too_long(&self) -> Error {
+        corrupt(format!(
+            "line {} is longer than {} bytes: not a backup, or a damaged one",
+            self.number + 1,
+            self.max
+        ))
+    }
+}
+
+fn read_error(e: &io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
+            corrupt(format!("the file cannot be read as a backup: {e}"))
+        }
+        _ => Error::Backup(format!("reading the backup failed: {e}")),
+    }
+}
+
+/// The reader of either kind of file, with what both share: lines, hashing, signature.
+pub struct Reader {
+    lines: Lines,
+    /// The current line was looked at but not consumed: the next fetch returns it again.
+    pending: bool,
+    hasher: Sha256,
+    mac: Option<HmacSha256>,
+    auth: Auth,
+    compressed: bool,
+    /// Rows counted per owned table.
+    rows: BTreeMap<String, u64>,
+    /// The open COPY block: table, number of columns, rows so far.
+    copy: Option<(&'static str, usize)>,
+    /// The table whose COPY data is being skipped (pg_dump: tables we do not own).
+    skipping: bool,
+    format: Format,
+    /// The file's HMAC matched the configured key.
+    authenticated: bool,
+    ended: Option<Verified>,
+}
+
+enum Format {
+    Ours(Box<Ours>),
+    PgDump(Box<PgDump>),
+}
+
+/// State of a job_manager file: the header, then the lines expected after it.
+#[derive(Default)]
+struct Ours {
+    header: Header,
+    steps: VecDeque<Step>,
+    /// The rest of the migration whose text is being read.
+    migration_text: VecDeque<&'static str>,
+    migrations: Vec<i32>,
+    history: Vec<i32>,
+    sha256: Option<String>,
+    signed: bool,
+}
+
+enum Step {
+    /// This exact line.
+    Line(String),
+    /// Zero or more migrations, each as its label line and its exact text.
+    Migrations,
+    /// `COPY table (...) FROM stdin;`, its rows and `\.`.
+    Copy(&'static str),
+    /// This many schema history rows.
+    History(u64),
+    /// The checksum line, then an optional HMAC line, then the end of the file.
+    Trailer,
+}
+
+/// State of a plain pg_dump: only what it says about the owned tables is read.
+#[derive(Default)]
+struct PgDump {
+    seen_magic: bool,
+    /// The last `-- ` comment line was pg_dump's "complete" marker.
+    complete: bool,
+    creating: Option<&'static str>,
+    definitions: BTreeMap<&'static str, Vec<(Ident, std::result::Result<SqlType, Refusal>)>>,
+    sequences: BTreeMap<&'static str, i64>,
+}
+
+impl Reader {
+    fn new(mut lines: Lines, auth: &Auth, compressed: bool) -> Result<Self> {
+        let Some(first) = lines.next_line()? else {
+            return Err(corrupt("the file is empty"));
+        };
+        let first_line = first.to_vec();
+        let first = std::str::from_utf8(&first_line)
+            .map_err(|_| corrupt("line 1 is not UTF-8 text: not a backup"))?
+            .trim_end_matches('\n');
+        lines.max = MAX_LINE;
+        let format = if first == MAGIC {
+            Format::Ours(Box::default())
+        } else if first == "--" || first.starts_with(PG_DUMP_MAGIC) {
+            Format::PgDump(Box::new(PgDump {
+                seen_magic: first.starts_with(PG_DUMP_MAGIC),
+                ..PgDump::default()
+            }))
+        } else {
+            return Err(corrupt(
+                "not a job_manager backup or a plain pg_dump file (wrong first line); custom-format \
+                 pg_dump files are restored with pg_restore",
+            ));
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(&first_line);
+        let mut mac = auth.key.as_ref().map(Key::mac);
+        if let Some(mac) = &mut mac {
+            mac.update(&first_line);
+        }
+        let mut r = Reader {
+            lines,
+            pending: false,
+            hasher,
+            mac,
+            auth: auth.clone(),
+            compressed,
+            rows: BTreeMap::new(),
+            copy: None,
+            skipping: false,
+            format,
+            authenticated: false,
+            ended: None,
+        };
+        if matches!(r.format, Format::Ours(_)) {
+            r.read_header()?;
+        }
+        Ok(r)
+    }
+
+    /// The kind of file being read.
+    pub fn kind(&self) -> Kind {
+        match self.format {
+            Format::Ours(_) => Kind::JobManager,
+            Format::PgDump(_) => Kind::PgDump,
+        }
+    }
+
+    /// Our format's header (read when the reader was made); empty for pg_dump files.
+    pub fn header(&self) -> Option<&Header> {
+        match &self.format {
+            Format::Ours(o) => Some(&o.header),
+            Format::PgDump(_) => None,
+        }
+    }
+
+    /// The current COPY row with its newline (after [`Event::Row`]).
+    pub fn row(&self) -> &[u8] {
+        &self.lines.buf
+    }
+
+    /// pg_dump files: the type the dump's `CREATE TABLE` gives a column of an owned table.
+    pub fn dump_column_type(&self, table: &str, column: &Ident) -> Result<SqlType> {
+        let Format::PgDump(d) = &self.format else {
+            return Err(Error::Backup("not a pg_dump file".into()));
+        };
+        let found = d
+            .definitions
+            .get(table)
+            .and_then(|defs| defs.iter().find(|(n, _)| n == column));
+        match found {
+            Some((_, Ok(t))) => Ok(t.clone()),
+            Some((_, Err(why))) => Err(corrupt(format!(
+                "{table}.{}: {why}",
+                column.quoted()
+            ))),
+            None => Err(corrupt(format!(
+                "{table}.{} is in the data but its type is not in the dump",
+                column.quoted()
+            ))),
+        }
+    }
+
+    /// pg_dump files: the `setval` of each owned table's id sequence.
+    pub fn dump_sequences(&self) -> BTreeMap<&'static str, i64> {
+        match &self.format {
+            Format::PgDump(d) => d.sequences.clone(),
+            Format::Ours(_) => BTreeMap::new(),
+        }
+    }
+
+    /// Reads the next line, hashing it; `None` at the end of the file.
+    fn fetch(&mut self, hash: bool) -> Result<Option<&[u8]>> {
+        if self.pending {
+            self.pending = false;
+            return Ok(Some(&self.lines.buf));
+        }
+        let Some(line) = self.lines.next_line()? else {
+            return Ok(None);
+        };
+        if hash {
+            self.hasher.update(line);
+            if let Some(mac) = &mut self.mac {
+                mac.update(line);
+            }
+        }
+        Ok(Some(line))
+    }
+
+    /// The current line as text, without its newline.
+    fn text(&self) -> Result<&str> {
+        let line = self.lines.buf.strip_suffix(b"\n").unwrap_or(&self.lines.buf);
+        let s = std::str::from_utf8(line)
+            .map_err(|_| self.refuse("the line is not UTF-8 text".into()))?;
+        if s.contains('\0') {
+            return Err(self.refuse("a NUL byte".into()));
+        }
+        Ok(s)
+    }
+
+    fn refuse(&self, why: Refusal) -> Error {
+        corrupt(format!("line {}: {why}", self.lines.number))
+    }
+
+    fn truncated(&self, before: &str) -> Error {
+        corrupt(format!(
+            "the file ends after line {}, before {before}: it is truncated",
+            self.lines.number
+        ))
+    }
+
+    /// The next event. After [`Event::End`], call [`Reader::finish`].
+    pub fn next(&mut self) -> Result<Event> {
+        if self.ended.is_some() {
+            return Ok(Event::End);
+        }
+        if let Some((table, columns)) = self.copy {
+            return self.copy_line(table, columns);
+        }
+        if matches!(self.format, Format::Ours(_)) {
+            self.next_ours()
+        } else {
+            self.next_pg_dump()
+        }
+    }
+
+    /// A line inside a COPY block of an owned table.
+    fn copy_line(&mut self, table: &'static str, columns: usize) -> Result<Event> {
+        let Some(line) = self.fetch(true)? else {
+            return Err(self.truncated(&format!("the end of the COPY block of {table}")));
+        };
+        if line == b"\\.\n" {
+            self.copy = None;
+            return Ok(Event::CopyEnd);
+        }
+        let data = &line[..line.len() - 1];
+        let checked = grammar::check_copy_row(data, columns).and_then(|()| {
+            std::str::from_utf8(data)
+                .map(drop)
+                .map_err(|_| "COPY data that is not UTF-8".to_owned())
+        });
+        checked.map_err(|why| self.refuse(why))?;
+        *self.rows.entry(table.to_owned()).or_default() += 1;
+        Ok(Event::Row)
+    }
+
+    /// Makes the whole result once [`Event::End`] was returned.
+    pub fn finish(mut self) -> Result<Verified> {
+        if self.ended.is_none() {
+            while !matches!(self.next()?, Event::End) {}
+        }
+        Ok(self.ended.take().expect("set at Event::End"))
+    }
+
+    fn ours(&mut self) -> &mut Ours {
+        match &mut self.format {
+            Format::Ours(o) => o,
+            Format::PgDump(_) => unreachable!("only called for our format"),
+        }
+    }
+
+    fn read_header(&mut self) -> Result<()> {
+        let mut header = Header::default();
+        let mut text = format!("{MAGIC}\n");
+        loop {
+            if self.fetch(true)?.is_none() {
+                return Err(self.truncated("the end of the header"));
+            }
+            let line = self.text()?.to_owned();
+            text.push_str(&line);
+            text.push('\n');
+            let more = header.apply(&line).map_err(|why| self.refuse(why))?;
+            if header.format_version == 0 {
+                return Err(self.refuse("the header must start with the format version".into()));
+            }
+            if header.format_version > format::FORMAT_VERSION {
+                return Err(corrupt(format!(
+                    "backup format version {} is newer than this job_manager reads (up to {}); \
+                     upgrade job_manager",
+                    header.format_version,
+                    format::FORMAT_VERSION
+                )));
+            }
+            if !more {
+                break;
+            }
+        }
+        header.check_complete().map_err(|why| self.refuse(why))?;
+        if header.render() != text {
+            return Err(self.refuse(
+                "the header is not one job_manager writes (a line is out of order, repeated, \
+                 or not in its written form)"
+                    .into(),
+            ));
+        }
+        let mut steps = VecDeque::new();
+        steps.push_back(Step::Line("BEGIN;".into()));
+        steps.push_back(Step::Line("SET LOCAL client_min_messages = warning;".into()));
+        if header.format_version >= 2 {
+            for line in pinned_settings_sql().lines() {
+                steps.push_back(Step::Line(line.to_owned()));
+            }
+        }
+        steps.push_back(Step::Migrations);
+        steps.push_back(Step::Line(HISTORY_DDL.into()));
+        for (table, columns) in &header.columns {
+            steps.push_back(Step::Line(add_columns_sql(table, columns)));
+        }
+        steps.push_back(Step::Line("-- data".into()));
+        steps.push_back(Step::Line("TRUNCATE TABLE download_queue, jobs;".into()));
+        for table in DATA_TABLES {
+            steps.push_back(Step::Copy(table));
+        }
+        steps.push_back(Step::History(header.rows[HISTORY_TABLE]));
+        for (table, (value, called)) in &header.sequences {
+            steps.push_back(Step::Line(setval_sql(table, *value, *called)));
+        }
+        steps.push_back(Step::Line("COMMIT;".into()));
+        steps.push_back(Step::Line(END_MARKER.into()));
+        steps.push_back(Step::Trailer);
+        self.format = Format::Ours(Box::new(Ours {
+            header,
+            steps,
+            migration_text: VecDeque::new(),
+            migrations: Vec::new(),
+            history: Vec::new(),
+            sha256: None,
+            signed: false,
+        }));
+        Ok(())
+    }
+
+    /// Why a line is not the one expected, in words that do not repeat the file.
+    fn unexpected(&self, expected: &str) -> Error {
+        let starts_with_backslash = self.lines.buf.first() == Some(&b'\\');
+        if starts_with_backslash {
+            self.refuse(format!(
+                "a line starting with a backslash (a psql meta-command) outside COPY data; \
+                 expected {expected}"
+            ))
+        } else {
+            self.refuse(format!(
+                "not a line job_manager writes here; expected {expected}"
+            ))
+        }
+    }
+
+    fn next_ours(&mut self) -> Result<Event> {
+        loop {
+            if let Some(expected) = self.ours().migration_text.pop_front() {
+                if self.fetch(true)?.is_none() {
+                    return Err(self.truncated("the end of a migration"));
+                }
+                if self.text()? != expected {
+                    return Err(self.unexpected("the text of the migration named above it"));
+                }
+                continue;
+            }
+            let Some(step) = self.ours().steps.pop_front() else {
+                return self.end_ours();
+            };
+            match step {
+                Step::Line(expected) => {
+                    if self.fetch(true)?.is_none() {
+                        return Err(self.truncated(&grammar::clip(&expected)));
+                    }
+                    if self.text()? != expected {
+                        return Err(self.unexpected(&grammar::clip(&expected)));
+                    }
+                }
+                Step::Migrations => {
+                    if self.fetch(true)?.is_none() {
+                        return Err(self.truncated("the schema"));
+                    }
+                    let line = self.text()?;
+                    let Some(label) = line.strip_prefix("-- schema: migration ") else {
+                        // Not a migration: the next step reads this line again.
+                        self.pending = true;
+                        continue;
+                    };
+                    let m = MIGRATIONS.iter().find(|m| m.label() == label);
+                    let last = self.ours().migrations.last().copied().unwrap_or(0);
+                    let Some(m) = m.filter(|m| m.version > last) else {
+                        return Err(self.refuse(
+                            "a migration this job_manager does not embed, or out of order (a \
+                             backup of a newer job_manager?)"
+                                .into(),
+                        ));
+                    };
+                    let o = self.ours();
+                    o.migrations.push(m.version);
+                    o.migration_text.extend(m.sql.trim_end().split('\n'));
+                    o.steps.push_front(Step::Migrations);
+                }
+                Step::Copy(table) => {
+                    let columns = self.ours().header.columns[table].clone();
+                    let names: Vec<Ident> = columns.into_iter().map(|(n, _)| n).collect();
+                    let expected = format!("COPY {table} {} FROM stdin;", copy_columns(&names));
+                    if self.fetch(true)?.is_none() {
+                        return Err(self.truncated(&format!("the COPY block of {table}")));
+                    }
+                    if self.text()? != expected {
+                        return Err(self.unexpected(&format!("the COPY block of {table}")));
+                    }
+                    self.rows.insert(table.to_owned(), 0);
+                    self.copy = Some((table, names.len()));
+                    return Ok(Event::Copy {
+                        table,
+                        columns: names,
+                    });
+                }
+                Step::History(n) => {
+                    for _ in 0..n {
+                        if self.fetch(true)?.is_none() {
+                            return Err(self.truncated("the schema history rows"));
+                        }
+                        let version = format::parse_history_insert(self.text()?)
+                            .map_err(|why| self.refuse(why))?;
+                        let o = self.ours();
+                        if o.history.last().is_some_and(|v| *v >= version) {
+                            return Err(self.refuse("schema history rows out of order".into()));
+                        }
+                        o.history.push(version);
+                    }
+                    let o = self.ours();
+                    if o.history != o.migrations
+                        || o.header.schema_version != o.history.last().copied().unwrap_or(0)
+                    {
+                        return Err(self.refuse(
+                            "the schema history does not match the migrations in the file".into(),
+                        ));
+                    }
+                }
+                Step::Trailer => self.read_trailer()?,
+            }
+        }
+    }
+
+    fn read_trailer(&mut self) -> Result<()> {
+        if self.fetch(false)?.is_none() {
+            return Err(self.truncated("the checksum line"));
+        }
+        let hex = self
+            .text()?
+            .strip_prefix(TRAILER)
+            .filter(|h| is_hex_digest(h))
+            .map(str::to_owned)
+            .ok_or_else(|| self.unexpected("the checksum line"))?;
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != hex {
+            return Err(corrupt(format!(
+                "checksum mismatch: the file was changed or damaged (recorded {}, computed {})",
+                &hex[..12],
+                &actual[..12]
+            )));
+        }
+        self.ours().sha256 = Some(actual);
+        if self.fetch(false)?.is_none() {
+            return Ok(());
+        }
+        let tag = self
+            .text()?
+            .strip_prefix(HMAC_TRAILER)
+            .filter(|h| is_hex_digest(h))
+            .map(str::to_owned)
+            .ok_or_else(|| self.unexpected("the end of the file or the HMAC line"))?;
+        if self.fetch(false)?.is_some() {
+            return Err(self.refuse("data after the last line of the backup".into()));
+        }
+        self.ours().signed = true;
+        if let Some(mac) = self.mac.take() {
+            if !key::matches(mac, &tag) {
+                return Err(corrupt(
+                    "the backup's HMAC does not match the configured backup key: it was \
+                     written with another key, or edited by someone who does not hold the key",
+                ));
+            }
+            self.authenticated = true;
+        }
+        Ok(())
+    }
+
+    fn end_ours(&mut self) -> Result<Event> {
+        let authenticated = self.authenticated;
+        let o = self.ours();
+        let (header, sha256, signed) = (o.header.clone(), o.sha256.take(), o.signed);
+        for table in DATA_TABLES {
+            let counted = self.rows.get(table).copied().unwrap_or(0);
+            let recorded = header.rows.get(table).copied().unwrap_or(0);
+            if counted != recorded {
+                return Err(corrupt(format!(
+                    "{table}: the header records {recorded} rows but the file holds {counted}"
+                )));
+            }
+        }
+        self.check_signature(signed, authenticated)?;
+        self.ended = Some(Verified {
+            kind: Kind::JobManager,
+            header,
+            sha256: sha256.expect("the trailer step ran"),
+            rows: std::mem::take(&mut self.rows),
+            compressed: self.compressed,
+            signed,
+            authenticated,
+        });
+        Ok(Event::End)
+    }
+
+    /// With a key configured, an unsigned file is refused unless the caller allowed it.
+    fn check_signature(&self, signed: bool, authenticated: bool) -> Result<()> {
+        if self.auth.key.is_some() && !authenticated && !(self.auth.allow_unsigned && !signed) {
+            return Err(corrupt(
+                "the file carries no HMAC, and a backup key is configured \
+                 (JOB_MANAGER_BACKUP_KEY): only signed backups are accepted; restore a file you \
+                 trust with allow_unsigned (CLI: --allow-unsigned)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn pg(&mut self) -> &mut PgDump {
+        match &mut self.format {
+            Format::PgDump(d) => d,
+            Format::Ours(_) => unreachable!("only called for pg_dump files"),
+        }
+    }
+
+    fn next_pg_dump(&mut self) -> Result<Event> {
+        loop {
+            if self.fetch(true)?.is_none() {
+                return self.end_pg_dump();
+            }
+            if self.skipping {
+                self.skipping = self.lines.buf != b"\\.\n";
+                continue;
+            }
+            let line = self.text()?.to_owned();
+            if let Some(table) = self.pg().creating {
+                if line == ");" {
+                    self.pg().creating = None;
+                } else if let Some(def) = column_definition(&line) {
+                    self.pg().definitions.entry(table).or_default().push(def);
+                }
+                continue;
+            }
+            if line.starts_with("-- ") || line == "--" {
+                let d = self.pg();
+                d.seen_magic |= line.starts_with(PG_DUMP_MAGIC);
+                d.complete = line == PG_DUMP_COMPLETE;
+                continue;
+            }
+            if let Some(t) = line
+                .strip_prefix("CREATE TABLE public.")
+                .and_then(|r| r.strip_suffix(" ("))
+            {
+                if let Some(table) = owned(t) {
+                    if self.pg().definitions.contains_key(table) {
+                        return Err(self.refuse(format!("a second CREATE TABLE for {table}")));
+                    }
+                    self.pg().definitions.insert(table, Vec::new());
+                    self.pg().creating = Some(table);
+                }
+                continue;
+            }
+            if let Some((table, value)) = parse_setval(&line) {
+                self.pg().sequences.insert(table, value);
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("COPY ") {
+                let Some(rest) = rest.strip_suffix(" FROM stdin;") else {
+                    continue;
+                };
+                let target = rest
+                    .strip_prefix("public.")
+                    .and_then(|r| r.split_once(' '))
+                    .and_then(|(t, cols)| owned(t).map(|t| (t, cols)));
+                let Some((table, cols)) = target else {
+                    self.skipping = true;
+                    continue;
+                };
+                if self.rows.contains_key(table) {
+                    return Err(self.refuse(format!("a second COPY block for {table}")));
+                }
+                let columns = parse_dump_columns(cols).map_err(|why| self.refuse(why))?;
+                self.rows.insert(table.to_owned(), 0);
+                self.copy = Some((table, columns.len()));
+                return Ok(Event::Copy { table, columns });
+            }
+        }
+    }
+
+    fn end_pg_dump(&mut self) -> Result<Event> {
+        let d = self.pg();
+        let (seen_magic, complete, creating) = (d.seen_magic, d.complete, d.creating.is_some());
+        if !seen_magic {
+            return Err(corrupt("not a job_manager backup or a plain pg_dump file"));
+        }
+        if !complete || creating {
+            return Err(corrupt(
+                "the pg_dump file is incomplete (it does not end with \"-- PostgreSQL database \
+                 dump complete\"): the dump was cut short",
+            ));
+        }
+        self.check_signature(false, false)?;
+        self.ended = Some(Verified {
+            kind: Kind::PgDump,
+            header: Header::default(),
+            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
+            rows: std::mem::take(&mut self.rows),
+            compressed: self.compressed,
+            signed: false,
+            authenticated: false,
+        });
+        Ok(Event::End)
+    }
+}
+
+fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The owned table of that name.
+fn owned(name: &str) -> Option<&'static str> {
+    DATA_TABLES.into_iter().find(|t| *t == name)
+}
+
+/// pg_dump's `(id, prompt_text, "order", ...)`.
+fn parse_dump_columns(cols: &str) -> std::result::Result<Vec<Ident>, Refusal> {
+    let mut rest = cols
+        .strip_prefix('(')
+        .ok_or_else(|| "a malformed COPY column list".to_owned())?;
+    let mut names = Vec::new();
+    loop {
+        let (name, after) = Ident::parse_plain_or_quoted(rest)?;
+        if names.contains(&name) {
+            return Err(format!("the column {} is listed twice", name.quoted()));
+        }
+        names.push(name);
+        if after == ")" {
+            return Ok(names);
+        }
+        rest = after
+            .strip_prefix(", ")
+            .ok_or_else(|| "a malformed COPY column list".to_owned())?;
+    }
+}
+
+/// A column line of pg_dump's `CREATE TABLE public.x (` block: its name and type (or why the
+/// type is not one a restore can recreate). `None` for constraints and unreadable lines.
+fn column_definition(line: &str) -> Option<(Ident, std::result::Result<SqlType, Refusal>)> {
+    let line = line.trim_start().trim_end_matches(',');
+    if line.starts_with("CONSTRAINT ") {
+        return None;
+    }
+    let (name, rest) = Ident::parse_plain_or_quoted(line).ok()?;
+    let rest = rest.strip_prefix(' ')?;
+    let end = [" DEFAULT ", " NOT NULL", " COLLATE ", " GENERATED ", " CONSTRAINT "]
+        .iter()
+        .filter_map(|k| rest.find(k))
+        .min()
+        .unwrap_or(rest.len());
+    Some((name, SqlType::parse(&rest[..end])))
+}
+
+/// `SELECT pg_catalog.setval('public.jobs_id_seq', 3, true);` -> ("jobs", 3).
+fn parse_setval(line: &str) -> Option<(&'static str, i64)> {
+    let rest = line.strip_prefix("SELECT pg_catalog.setval('public.")?;
+    let (seq, rest) = rest.split_once("', ")?;
+    let table = owned(seq.strip_suffix("_id_seq")?)?;
+    let (value, called) = rest.strip_suffix(");")?.split_once(", ")?;
+    if !matches!(called, "true" | "false") {
+        return None;
+    }
+    Some((table, grammar::parse_int(value)?))
+}
+
+/// Reads `bytes` as a backup from memory with `auth`, to the end: what verify does, for the
+/// fuzzers and the corpus replay test. Never panics, whatever the bytes.
+pub fn verify_bytes(bytes: &[u8], auth: &Auth) -> Result<Verified> {
+    let compressed = bytes.starts_with(&[0x1f, 0x8b]);
+    let inner: Box<dyn BufRead + Send> = if compressed {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            io::Cursor::new(bytes.to_vec()),
+        )))
+    } else {
+        Box::new(io::Cursor::new(bytes.to_vec()))
+    };
+    let mut r = Reader::new(Lines::new(inner), auth, compressed)?;
+    while !matches!(r.next()?, Event::End) {}
+    r.finish()
+}
+
+/// The columns of the table, for a restore's statements.
+pub fn header_columns<'a>(header: &'a Header, table: &str) -> &'a [Column] {
+    header.columns.get(table).map_or(&[], Vec::as_slice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_definitions_of_pg_dump() {
+        let def = |l: &str| column_definition(l).map(|(n, t)| (n.as_str().to_owned(), t.map(|t| t.render())));
+        assert_eq!(def("    id integer NOT NULL,"), Some(("id".into(), Ok("integer".into()))));
+        assert_eq!(
+            def("    status text DEFAULT 'pending'::text NOT NULL,"),
+            Some(("status".into(), Ok("text".into())))
+        );
+        assert_eq!(
+            def("    submitted_at timestamp without time zone,"),
+            Some(("submitted_at".into(), Ok("timestamp without time zone".into())))
+        );
+        assert_eq!(
+            def("    \"reviewed by\" character varying(20),"),
+            Some(("reviewed by".into(), Ok("character varying(20)".into())))
+        );
+        assert_eq!(def("    CONSTRAINT jobs_check CHECK ((x))"), None);
+        assert!(matches!(def("    evil text, SET UNLOGGED,"), Some((_, Err(_)))));
+        assert!(matches!(def("    mood public.mood,"), Some((_, Err(_)))));
+    }
+
+    #[test]
+    fn setval_lines() {
+        assert_eq!(
+            parse_setval("SELECT pg_catalog.setval('public.jobs_id_seq', 3, true);"),
+            Some(("jobs", 3))
+        );
+        assert_eq!(
+            parse_setval("SELECT pg_catalog.setval('public.log_id_seq', 9, true);"),
+            None
+        );
+        assert_eq!(
+            parse_setval("SELECT pg_catalog.setval('public.jobs_id_seq', 3, true); DROP TABLE x;"),
+            None
+        );
+    }
+
+    #[test]
+    fn dump_column_lists() {
+        let cols = parse_dump_columns("(id, prompt_text, \"order\", \"a \"\"b\")").unwrap();
+        let names: Vec<&str> = cols.iter().map(Ident::as_str).collect();
+        assert_eq!(names, ["id", "prompt_text", "order", "a \"b"]);
+        assert!(parse_dump_columns("(id, id)").is_err());
+        assert!(parse_dump_columns("(id; DROP)").is_err());
+        assert!(parse_dump_columns("id").is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let auth = Auth::default();
+        for bytes in [
+            &b""[..],
+            b"\n",
+            b"-- job_manager backup\n",
+            b"-- job_manager backup\n-- format_version: 2\n--\n",
+            b"--\n",
+            b"-- PostgreSQL database dump\nCOPY public.jobs (id) FROM stdin;\n",
+            b"\x1f\x8b\x08\x00",
+            b"-- job_manager backup\n-- format_version: 99999999999999999999\n",
+        ] {
+            assert!(verify_bytes(bytes, &auth).is_err());
+        }
+    }
+}
