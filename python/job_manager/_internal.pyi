@@ -98,6 +98,12 @@ class BackupInfo:
     def problem(self) -> str | None:
         """Why the file does not verify (only from ``list_backups``)."""
     @property
+    def signed(self) -> bool:
+        """The file carries an HMAC-SHA-256 line (written with ``JOB_MANAGER_BACKUP_KEY``)."""
+    @property
+    def authenticated(self) -> bool:
+        """The HMAC was checked against the configured backup key and matched."""
+    @property
     def verified(self) -> bool: ...
     def to_dict(self) -> dict[str, object]:
         """A JSON-serialisable dict (times as ISO 8601 strings)."""
@@ -120,10 +126,16 @@ class RestoreInfo:
     def to_dict(self) -> dict[str, object]: ...
 
 def verify_backup(path: StrPath) -> BackupInfo:
-    """Read a backup in full: header, structure, row counts and SHA-256 (no database needed).
+    """Read a backup in full and check every line of it (no database needed).
+
+    A job_manager backup verifies only if every line is one job_manager writes, its row counts
+    and SHA-256 match, and, with ``JOB_MANAGER_BACKUP_KEY`` (or ``_FILE``) set, its HMAC
+    matches the key. A plain pg_dump verifies when it is complete and its ``jobs`` and
+    ``download_queue`` data parse; only that data is ever restored from it.
 
     Raises:
-        BackupCorruptError: the file is truncated, edited, or not a backup.
+        BackupCorruptError: the file is truncated, edited, unsigned while a key is set, not a
+            regular file, or not a backup; the message names the line.
     """
 
 def list_backups(backup_dir: StrPath = "backups") -> list[BackupInfo]:
@@ -131,7 +143,10 @@ def list_backups(backup_dir: StrPath = "backups") -> list[BackupInfo]:
 
 def cleanup_old_backups(backup_dir: StrPath = "backups", keep: int = 10) -> list[str]:
     """Keep the newest ``keep`` verified backups, delete older ones; return what was deleted.
-    Files not named like a backup are never touched."""
+
+    Files not named like a backup are never touched; files that do not verify are never
+    counted as kept; files whose names are dated in the future are neither counted nor
+    deleted (both are logged). ``keep`` below 1 raises InvalidArgumentError."""
 
 @final
 class CleanupReport:
@@ -335,11 +350,20 @@ class JobManager:
         complete, then rotated. Raises BackupError when pg_dump is missing, older than the
         server, or fails."""
     def restore_database(
-        self, path: StrPath, *, safety_backup: bool = True, backup_dir: StrPath = "backups"
+        self,
+        path: StrPath,
+        *,
+        safety_backup: bool = True,
+        backup_dir: StrPath = "backups",
+        allow_unsigned: bool = False,
     ) -> RestoreInfo:
         """Restore a job_manager backup or a plain pg_dump of the replaced system.
 
-        The whole file is verified first (a file that does not verify changes nothing), the
+        The file is opened once and verified in full first (a file that does not verify
+        changes nothing); a table job_manager does not own that refers to ``jobs``, or a
+        trigger it did not create, refuses the restore before anything changes. Then the
         schema is migrated, a safety backup of the current rows is written to ``backup_dir``,
-        then ``jobs`` and ``download_queue`` are replaced in ONE transaction. No other table is
-        touched."""
+        and ``jobs`` and ``download_queue`` are replaced in ONE transaction that loads exactly
+        the bytes verified. No other table is touched. With ``JOB_MANAGER_BACKUP_KEY`` set, an
+        unsigned file (a pg_dump, or a backup made without the key) is refused unless
+        ``allow_unsigned=True``."""

@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the backup of the current rows taken before restoring",
     )
+    restore.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="with JOB_MANAGER_BACKUP_KEY set, also accept a file that carries no HMAC "
+        "(a pg_dump, or a backup made without the key): only for a file you trust",
+    )
     backup_dir(restore)
 
     listing = sub.add_parser("list-backups", help="backups in --dir, newest first")
@@ -202,7 +208,14 @@ def _run(args: argparse.Namespace) -> Any:
 
 def _describe(info: Any) -> str:
     rows = ", ".join(f"{t} {n}" for t, n in sorted(info.rows.items()))
-    state = "verified" if info.verified else f"DOES NOT VERIFY: {info.problem}"
+    if not info.verified:
+        state = f"DOES NOT VERIFY: {info.problem}"
+    elif info.authenticated:
+        state = "verified, signed with the backup key"
+    elif info.format == "pg_dump":
+        state = "verified pg_dump (only its jobs and download_queue data are ever restored)"
+    else:
+        state = "verified"
     return f"{info.path}  {info.size_bytes} bytes  {rows or '-'}  {state}"
 
 
@@ -346,7 +359,10 @@ def _run_backup_command(args: argparse.Namespace) -> Any:
     if args.action == "restore":
         _confirm(args)
         result = jm.restore_database(
-            args.file, safety_backup=not args.no_safety_backup, backup_dir=args.dir
+            args.file,
+            safety_backup=not args.no_safety_backup,
+            backup_dir=args.dir,
+            allow_unsigned=args.allow_unsigned,
         )
         rows = ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items()))
         text = f"restored {args.file}: {rows} in {result.duration_s:.1f}s"

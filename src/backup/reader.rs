@@ -773,14 +773,19 @@ impl Reader {
             }
             let line = self.text()?.to_owned();
             if let Some(table) = self.pg().creating {
-                if line == ");" {
+                // `);`, or `)` followed by `WITH (...)` storage parameters.
+                if line.starts_with(')') {
                     self.pg().creating = None;
                 } else if let Some(def) = column_definition(&line) {
                     self.pg().definitions.entry(table).or_default().push(def);
                 }
                 continue;
             }
-            if line.starts_with("-- ") || line == "--" {
+            if line == "--" {
+                continue;
+            }
+            if line.starts_with("-- ") {
+                // The last comment with text must be pg_dump's closing one.
                 let d = self.pg();
                 d.seen_magic |= line.starts_with(PG_DUMP_MAGIC);
                 d.complete = line == PG_DUMP_COMPLETE;
