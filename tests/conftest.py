@@ -174,6 +174,21 @@ def content(db: psycopg.Connection) -> str:
     return " ".join(parts)
 
 
+def whole_database(server: Server, dbname: str) -> str:
+    """A pg_dump of everything in `dbname` (schema, data, sequences, every table job_manager
+    does not own), minus the random \\restrict token: equal dumps mean nothing changed."""
+    bindir = Path(server.cluster.bindir) if server.cluster else pgcluster.find_bindir()
+    out = subprocess.run(
+        [str(bindir / "pg_dump"), "--no-sync", server.dsn_for(dbname)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return "\n".join(
+        line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
+
+
 @pytest.fixture
 def log_records() -> Iterator[list[logging.LogRecord]]:
     """Every record of every logger, at every level, while the test runs."""

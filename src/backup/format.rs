@@ -328,7 +328,10 @@ pub fn newer_schema(version: i32) -> Refusal {
 /// The columns of a table as a backup records them, from the catalog: every name and type
 /// must be one a backup can carry and a fresh database can recreate, else the backup is
 /// refused now rather than found unrestorable later.
-pub fn catalog_columns(table: &str, rows: &[(String, String)]) -> crate::errors::Result<Vec<Column>> {
+pub fn catalog_columns(
+    table: &str,
+    rows: &[(String, String)],
+) -> crate::errors::Result<Vec<Column>> {
     rows.iter()
         .map(|(name, ty)| {
             let refuse = |why: Refusal| {
@@ -337,7 +340,10 @@ pub fn catalog_columns(table: &str, rows: &[(String, String)]) -> crate::errors:
                     grammar::clip(name)
                 ))
             };
-            Ok((Ident::new(name).map_err(refuse)?, SqlType::parse(ty).map_err(refuse)?))
+            Ok((
+                Ident::new(name).map_err(refuse)?,
+                SqlType::parse(ty).map_err(refuse)?,
+            ))
         })
         .collect()
 }
@@ -482,7 +488,11 @@ impl HashingWriter {
         let digest = hex::encode(hasher.finalize());
         writeln!(sink, "{TRAILER}{digest}")?;
         if let Some(mac) = mac {
-            writeln!(sink, "{HMAC_TRAILER}{}", hex::encode(mac.finalize().into_bytes()))?;
+            writeln!(
+                sink,
+                "{HMAC_TRAILER}{}",
+                hex::encode(mac.finalize().into_bytes())
+            )?;
         }
         Ok((digest, sink))
     }
@@ -571,10 +581,10 @@ mod tests {
             ("jobs", "备注", "text"),
             ("download_queue", "id", "integer"),
         ] {
-            h.columns.entry(table.into()).or_default().push((
-                Ident::new(name).unwrap(),
-                SqlType::parse(ty).unwrap(),
-            ));
+            h.columns
+                .entry(table.into())
+                .or_default()
+                .push((Ident::new(name).unwrap(), SqlType::parse(ty).unwrap()));
         }
         h.sequences.insert("jobs".into(), (42, true));
         h

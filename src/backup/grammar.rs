@@ -274,7 +274,8 @@ pub fn check_iso_timestamptz(s: &str) -> Result<(), Refusal> {
         )
     };
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let shape = b.len() >= 22
         && digits(0..4)
         && b[4] == b'-'
@@ -304,7 +305,9 @@ pub fn check_iso_timestamptz(s: &str) -> Result<(), Refusal> {
     let parts: Vec<&str> = offset.split(':').collect();
     let ok = !parts.is_empty()
         && parts.len() <= 3
-        && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|d| d.is_ascii_digit()));
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|d| d.is_ascii_digit()));
     let date_ok = chrono::NaiveDateTime::parse_from_str(&s[..19], "%Y-%m-%d %H:%M:%S").is_ok();
     if ok && date_ok {
         Ok(())
@@ -386,7 +389,15 @@ mod tests {
 
     #[test]
     fn identifiers_quote_and_parse_back() {
-        for name in ["id", "reviewed by", "备注", "say \"hi\"", "a'b", "$x", "Upper"] {
+        for name in [
+            "id",
+            "reviewed by",
+            "备注",
+            "say \"hi\"",
+            "a'b",
+            "$x",
+            "Upper",
+        ] {
             let id = Ident::new(name).unwrap();
             let q = id.quoted();
             let line = format!("{q} text");

@@ -63,8 +63,7 @@ impl Key {
     }
 
     pub fn mac(&self) -> HmacSha256 {
-        <HmacSha256 as KeyInit>::new_from_slice(&self.0)
-            .expect("HMAC takes a key of any length")
+        <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
     }
 }
 

@@ -224,7 +224,7 @@ pub fn backup_database(
         let (tmp, file) = files::TempFile::create(dir)?;
         let mut out =
             format::HashingWriter::new(format::Sink::new(file, compress), auth.key.as_ref())
-            .map_err(|e| Error::Backup(format!("cannot start the backup writer: {e}")))?;
+                .map_err(|e| Error::Backup(format!("cannot start the backup writer: {e}")))?;
         let header = dump::write_backup(c.client(), &mut out, Utc::now())?;
         let (sha256, sink) = out
             .finish()
@@ -251,7 +251,10 @@ pub fn backup_database(
     let size_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     if let Some(keep) = keep {
         if let Err(e) = cleanup_old_backups(dir, keep, Some(&path), auth) {
-            log::warn!("backup {} written, but rotation failed: {e}", path.display());
+            log::warn!(
+                "backup {} written, but rotation failed: {e}",
+                path.display()
+            );
         }
     }
     Ok(BackupInfo {

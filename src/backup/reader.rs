@@ -21,9 +21,8 @@ use hmac::Mac;
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column,
-    Header, Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER, MAGIC,
-    TRAILER,
+    self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column, Header,
+    Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER, MAGIC, TRAILER,
 };
 use super::grammar::{self, Ident, Refusal, SqlType};
 use super::key::{self, HmacSha256, Key};
@@ -387,10 +386,7 @@ impl Reader {
             .and_then(|defs| defs.iter().find(|(n, _)| n == column));
         match found {
             Some((_, Ok(t))) => Ok(t.clone()),
-            Some((_, Err(why))) => Err(corrupt(format!(
-                "{table}.{}: {why}",
-                column.quoted()
-            ))),
+            Some((_, Err(why))) => Err(corrupt(format!("{table}.{}: {why}", column.quoted()))),
             None => Err(corrupt(format!(
                 "{table}.{} is in the data but its type is not in the dump",
                 column.quoted()
@@ -426,7 +422,11 @@ impl Reader {
 
     /// The current line as text, without its newline.
     fn text(&self) -> Result<&str> {
-        let line = self.lines.buf.strip_suffix(b"\n").unwrap_or(&self.lines.buf);
+        let line = self
+            .lines
+            .buf
+            .strip_suffix(b"\n")
+            .unwrap_or(&self.lines.buf);
         let s = std::str::from_utf8(line)
             .map_err(|_| self.refuse("the line is not UTF-8 text".into()))?;
         if s.contains('\0') {
@@ -532,7 +532,9 @@ impl Reader {
         }
         let mut steps = VecDeque::new();
         steps.push_back(Step::Line("BEGIN;".into()));
-        steps.push_back(Step::Line("SET LOCAL client_min_messages = warning;".into()));
+        steps.push_back(Step::Line(
+            "SET LOCAL client_min_messages = warning;".into(),
+        ));
         if header.format_version >= 2 {
             for line in pinned_settings_sql().lines() {
                 steps.push_back(Step::Line(line.to_owned()));
@@ -896,11 +898,17 @@ fn column_definition(line: &str) -> Option<(Ident, std::result::Result<SqlType, 
     }
     let (name, rest) = Ident::parse_plain_or_quoted(line).ok()?;
     let rest = rest.strip_prefix(' ')?;
-    let end = [" DEFAULT ", " NOT NULL", " COLLATE ", " GENERATED ", " CONSTRAINT "]
-        .iter()
-        .filter_map(|k| rest.find(k))
-        .min()
-        .unwrap_or(rest.len());
+    let end = [
+        " DEFAULT ",
+        " NOT NULL",
+        " COLLATE ",
+        " GENERATED ",
+        " CONSTRAINT ",
+    ]
+    .iter()
+    .filter_map(|k| rest.find(k))
+    .min()
+    .unwrap_or(rest.len());
     Some((name, SqlType::parse(&rest[..end])))
 }
 
@@ -943,22 +951,33 @@ mod tests {
 
     #[test]
     fn column_definitions_of_pg_dump() {
-        let def = |l: &str| column_definition(l).map(|(n, t)| (n.as_str().to_owned(), t.map(|t| t.render())));
-        assert_eq!(def("    id integer NOT NULL,"), Some(("id".into(), Ok("integer".into()))));
+        let def = |l: &str| {
+            column_definition(l).map(|(n, t)| (n.as_str().to_owned(), t.map(|t| t.render())))
+        };
+        assert_eq!(
+            def("    id integer NOT NULL,"),
+            Some(("id".into(), Ok("integer".into())))
+        );
         assert_eq!(
             def("    status text DEFAULT 'pending'::text NOT NULL,"),
             Some(("status".into(), Ok("text".into())))
         );
         assert_eq!(
             def("    submitted_at timestamp without time zone,"),
-            Some(("submitted_at".into(), Ok("timestamp without time zone".into())))
+            Some((
+                "submitted_at".into(),
+                Ok("timestamp without time zone".into())
+            ))
         );
         assert_eq!(
             def("    \"reviewed by\" character varying(20),"),
             Some(("reviewed by".into(), Ok("character varying(20)".into())))
         );
         assert_eq!(def("    CONSTRAINT jobs_check CHECK ((x))"), None);
-        assert!(matches!(def("    evil text, SET UNLOGGED,"), Some((_, Err(_)))));
+        assert!(matches!(
+            def("    evil text, SET UNLOGGED,"),
+            Some((_, Err(_)))
+        ));
         assert!(matches!(def("    mood public.mood,"), Some((_, Err(_)))));
     }
 

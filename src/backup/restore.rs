@@ -152,7 +152,12 @@ fn rebuild_indexes(tx: &mut Transaction<'_>, statements: &[String]) -> Result<()
 
 /// Streams the rows of the COPY block the reader just opened into `COPY sql FROM STDIN`;
 /// returns the rows. Rows are gathered into 256 KiB blocks and sent a block at a time.
-fn stream_copy(tx: &mut Transaction<'_>, reader: &mut Reader, sql: &str, what: &str) -> Result<u64> {
+fn stream_copy(
+    tx: &mut Transaction<'_>,
+    reader: &mut Reader,
+    sql: &str,
+    what: &str,
+) -> Result<u64> {
     const BLOCK: usize = 1 << 18;
     let mut writer = tx.copy_in(sql).context(what)?;
     let mut block = Vec::with_capacity(2 * BLOCK);
@@ -210,7 +215,10 @@ pub fn restore_ours(
             Event::Copy { table, columns } => {
                 // FREEZE: the table was emptied in this transaction, so the rows can be written
                 // frozen and all-visible; nobody reads or vacuums them again after the restore.
-                let sql = format!("COPY {table} {} FROM STDIN WITH (FREEZE)", copy_columns(&columns));
+                let sql = format!(
+                    "COPY {table} {} FROM STDIN WITH (FREEZE)",
+                    copy_columns(&columns)
+                );
                 let n = stream_copy(&mut tx, &mut reader, &sql, &format!("restoring {table}"))?;
                 rows.insert(table.to_owned(), n);
             }

@@ -176,11 +176,11 @@ pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupI
 /// Keeps the newest `keep` backups that verify and deletes older ones; returns the deleted
 /// paths. Never touches a file not named like a backup.
 #[pyfunction]
-#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=10))]
+#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=super::convert::Count(10)))]
 pub fn cleanup_old_backups(
     py: Python<'_>,
     backup_dir: PathBuf,
-    keep: i64,
+    keep: super::convert::Count,
 ) -> PyResult<Vec<String>> {
     let keep = super::convert::keep_arg(keep)?;
     let auth = backup::Auth::from_env()?;

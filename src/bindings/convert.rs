@@ -47,9 +47,28 @@ pub fn seconds_arg(name: &str, value: f64, max_s: f64) -> Result<std::time::Dura
     )))
 }
 
+/// An `int` argument that may be out of any sensible range (`-1`, `2**70`): extracted so that
+/// the range check gives an `InvalidArgumentError`, never an `OverflowError`.
+pub struct Count(pub i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<i64>() {
+            Ok(v) => Ok(Count(v)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => Err(
+                Error::invalid(format!("{} is out of range for this argument", obj.str()?)).into(),
+            ),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// How many backups rotation keeps: at least 1 (a negative or zero `keep` never reaches
 /// the deleting code).
-pub fn keep_arg(keep: i64) -> Result<usize, Error> {
+pub fn keep_arg(keep: Count) -> Result<usize, Error> {
+    let keep = keep.0;
     usize::try_from(keep)
         .ok()
         .filter(|k| *k >= 1)

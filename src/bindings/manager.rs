@@ -382,12 +382,12 @@ impl JobManager {
     }
 
     /// Backs up the owned tables to `backup_dir`, then keeps the newest `keep` (None: all).
-    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(10), compress=false))]
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=false))]
     fn backup_database(
         &self,
         py: Python<'_>,
         backup_dir: std::path::PathBuf,
-        keep: Option<i64>,
+        keep: Option<super::convert::Count>,
         compress: bool,
     ) -> PyResult<BackupInfo> {
         let keep = keep.map(super::convert::keep_arg).transpose()?;
@@ -399,12 +399,12 @@ impl JobManager {
 
     /// A whole-database `pg_dump` into `backup_dir` (the old behaviour), written atomically,
     /// checked complete, then rotated to `keep`.
-    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(10), pg_dump=None))]
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), pg_dump=None))]
     fn dump_database(
         &self,
         py: Python<'_>,
         backup_dir: std::path::PathBuf,
-        keep: Option<i64>,
+        keep: Option<super::convert::Count>,
         pg_dump: Option<std::path::PathBuf>,
     ) -> PyResult<BackupInfo> {
         let keep = keep.map(super::convert::keep_arg).transpose()?;

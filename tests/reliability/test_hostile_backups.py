@@ -22,7 +22,7 @@ from pathlib import Path
 import job_manager
 import psycopg
 import pytest
-from conftest import FIXTURES, Server
+from conftest import FIXTURES, Server, whole_database
 from job_manager import BackupCorruptError, BackupError, JobManager, verify_backup
 from test_schema import OLDEST_LAYOUT
 
@@ -45,20 +45,6 @@ class Loaded:
     jm: JobManager
     backup: bytes
     baseline: str
-
-
-def whole_database(server: Server, dbname: str) -> str:
-    """A pg_dump of everything (schema, data, sequences), minus the random \\restrict token."""
-    text = server.psql(dbname, "-c", "SELECT 1")  # the server answers
-    assert text
-    bindir = Path(server.cluster.bindir) if server.cluster else None
-    exe = str(bindir / "pg_dump") if bindir else "pg_dump"
-    out = subprocess.run(
-        [exe, "--no-sync", server.dsn_for(dbname)], capture_output=True, text=True, check=True
-    ).stdout
-    return "\n".join(
-        line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
-    )
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +168,9 @@ def legacy(fn: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
 
 def add_dump_column(dump: bytes, definition: bytes) -> bytes:
     """Adds a column `evil` to the dump's jobs table: its definition and a value in every row."""
-    dump = dump.replace(b"CREATE TABLE public.jobs (\n", b"CREATE TABLE public.jobs (\n" + definition, 1)
+    dump = dump.replace(
+        b"CREATE TABLE public.jobs (\n", b"CREATE TABLE public.jobs (\n" + definition, 1
+    )
     start = dump.index(b"COPY public.jobs (")
     end = dump.index(b"\n\\.\n", start)
     head, rows = dump[start:end].split(b"\n", 1)
@@ -199,7 +187,10 @@ MALFORMED = LINE + r"a malformed header line"
 TRUNCATED = r"the file ends (after line \d+, before .*: it is truncated|in the middle of line \d+ \(truncated\))"
 HEADER_FORM = LINE + r"the header is not one job_manager writes"
 INCOMPLETE_DUMP = r"the pg_dump file is incomplete"
-ROW = LINE + r"(a COPY row with \d+ fields where the table has \d+ columns|an escape COPY does not write|a \\N inside a COPY field|a raw carriage return|a NUL byte|COPY data that is not UTF-8)"
+ROW = (
+    LINE
+    + r"(a COPY row with \d+ fields where the table has \d+ columns|an escape COPY does not write|a \\N inside a COPY field|a raw carriage return|a NUL byte|COPY data that is not UTF-8)"
+)
 
 INJECT_FK = b"text, ADD CONSTRAINT c FOREIGN KEY (operation_id) REFERENCES dag (dag_id)"
 INJECT_CHECK = b"text, ADD CONSTRAINT c CHECK (query_to_xml(prompt_text,true,true,''))"
@@ -213,63 +204,242 @@ CASES: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("statement-after-commit", insert_after(b"COMMIT;\n", b"DROP TABLE dag;\n"), NOT_OURS),
     ("shell-escape", insert_after(b"BEGIN;\n", b"\\! id > /tmp/jm-pwned\n"), BACKSLASH),
     ("include-file", insert_after(b"-- data\n", b"\\i /etc/passwd\n"), BACKSLASH),
-    ("psql-copy-from-program", insert_after(b"TRUNCATE TABLE download_queue, jobs;\n", b"\\copy dag from program 'id'\n"), BACKSLASH),
+    (
+        "psql-copy-from-program",
+        insert_after(b"TRUNCATE TABLE download_queue, jobs;\n", b"\\copy dag from program 'id'\n"),
+        BACKSLASH,
+    ),
     ("psql-set-variable", insert_after(b"BEGIN;\n", b"\\set ON_ERROR_STOP 0\n"), BACKSLASH),
-    ("statement-in-header", insert_after(b"-- format_version: 2\n", b"DROP TABLE dag;\n"), MALFORMED),
-    ("statement-in-migration", edit(b"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS error_message TEXT;\n", b"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS error_message TEXT; DROP TABLE dag;\n"), NOT_OURS),
-    ("migration-line-added", insert_after(b"-- schema: migration V2__job_status_values\n", b"UPDATE dag SET is_paused = false;\n"), NOT_OURS),
-    ("unknown-migration", edit(b"-- schema: migration V4__queue_autovacuum\n", b"-- schema: migration V4__evil\n"), LINE + r"a migration this job_manager does not embed"),
-    ("setval-on-airflow-sequence", edit(b"pg_get_serial_sequence('jobs', 'id')", b"pg_get_serial_sequence('dag_run', 'id')"), NOT_OURS),
-    ("history-row-injection", edit(b"'::timestamptz, 0) ON CONFLICT", b"'::timestamptz, 0); DROP TABLE dag; --'::timestamptz, 0) ON CONFLICT"), LINE + r"(not a schema history row|.* is not an ISO timestamp)"),
-    ("history-row-other-checksum", edit(b"VALUES (1, 'baseline', '", b"VALUES (1, 'baseline', '0"), LINE + r"the schema history row of migration V1__baseline does not match"),
-    ("history-row-unknown-version", edit(b"VALUES (4, 'queue_autovacuum'", b"VALUES (9, 'queue_autovacuum'"), LINE + r"the backup was written by a newer job_manager"),
-    ("extra-copy-of-airflow-table", insert_after(b"TRUNCATE TABLE download_queue, jobs;\n", b"COPY dag (dag_id) FROM stdin;\nevil\n\\.\n"), NOT_OURS),
-    ("truncate-airflow-table", edit(b"TRUNCATE TABLE download_queue, jobs;", b"TRUNCATE TABLE download_queue, jobs, dag;"), NOT_OURS),
+    (
+        "statement-in-header",
+        insert_after(b"-- format_version: 2\n", b"DROP TABLE dag;\n"),
+        MALFORMED,
+    ),
+    (
+        "statement-in-migration",
+        edit(
+            b"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS error_message TEXT;\n",
+            b"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS error_message TEXT; DROP TABLE dag;\n",
+        ),
+        NOT_OURS,
+    ),
+    (
+        "migration-line-added",
+        insert_after(
+            b"-- schema: migration V2__job_status_values\n", b"UPDATE dag SET is_paused = false;\n"
+        ),
+        NOT_OURS,
+    ),
+    (
+        "unknown-migration",
+        edit(b"-- schema: migration V4__queue_autovacuum\n", b"-- schema: migration V4__evil\n"),
+        LINE + r"a migration this job_manager does not embed",
+    ),
+    (
+        "setval-on-airflow-sequence",
+        edit(b"pg_get_serial_sequence('jobs', 'id')", b"pg_get_serial_sequence('dag_run', 'id')"),
+        NOT_OURS,
+    ),
+    (
+        "history-row-injection",
+        edit(
+            b"'::timestamptz, 0) ON CONFLICT",
+            b"'::timestamptz, 0); DROP TABLE dag; --'::timestamptz, 0) ON CONFLICT",
+        ),
+        LINE + r"(not a schema history row|.* is not an ISO timestamp)",
+    ),
+    (
+        "history-row-other-checksum",
+        edit(b"VALUES (1, 'baseline', '", b"VALUES (1, 'baseline', '0"),
+        LINE + r"the schema history row of migration V1__baseline does not match",
+    ),
+    (
+        "history-row-unknown-version",
+        edit(b"VALUES (4, 'queue_autovacuum'", b"VALUES (9, 'queue_autovacuum'"),
+        LINE + r"the backup was written by a newer job_manager",
+    ),
+    (
+        "extra-copy-of-airflow-table",
+        insert_after(
+            b"TRUNCATE TABLE download_queue, jobs;\n", b"COPY dag (dag_id) FROM stdin;\nevil\n\\.\n"
+        ),
+        NOT_OURS,
+    ),
+    (
+        "truncate-airflow-table",
+        edit(b"TRUNCATE TABLE download_queue, jobs;", b"TRUNCATE TABLE download_queue, jobs, dag;"),
+        NOT_OURS,
+    ),
     ("comment-hides-meta-command", edit(b"\n-- data\n", b"\n-- data\n\\! id\n"), BACKSLASH),
     ("set-role", insert_after(b"BEGIN;\n", b"SET ROLE postgres;\n"), NOT_OURS),
-    ("pinned-setting-changed", edit(b"SET LOCAL datestyle = 'ISO, MDY';", b"SET LOCAL datestyle = 'SQL, DMY';"), NOT_OURS),
+    (
+        "pinned-setting-changed",
+        edit(b"SET LOCAL datestyle = 'ISO, MDY';", b"SET LOCAL datestyle = 'SQL, DMY';"),
+        NOT_OURS,
+    ),
     # 2. SQL through column types and names, kept consistent between header and body.
     ("type-foreign-key-on-dag", set_column_type(b"operation_id", INJECT_FK), NOT_BUILTIN),
     ("type-set-unlogged", set_column_type(b"operation_id", b"text, SET UNLOGGED"), NOT_BUILTIN),
     ("type-check-runs-prompts", set_column_type(b"operation_id", INJECT_CHECK), NOT_BUILTIN),
-    ("type-default-terminates", set_column_type(b"operation_id", b"text DEFAULT pg_terminate_backend(pg_backend_pid())"), NOT_BUILTIN),
+    (
+        "type-default-terminates",
+        set_column_type(b"operation_id", b"text DEFAULT pg_terminate_backend(pg_backend_pid())"),
+        NOT_BUILTIN,
+    ),
     ("type-user-defined", set_column_type(b"operation_id", b"public.mood"), NOT_BUILTIN),
     ("type-collate", set_column_type(b"operation_id", b'text COLLATE "C"'), NOT_BUILTIN),
-    ("type-huge-typmod", set_column_type(b"operation_id", b"character varying(99999999)"), NOT_BUILTIN),
-    ("name-unquoted-injection", header_line(b"-- column: jobs \"operation_id\"", b"-- column: jobs operation_id; DROP TABLE dag text"), LINE + r"a column name must be quoted"),
-    ("name-with-backslash-n", header_line(b"-- column: jobs \"operation_id\"", b'-- column: jobs "op\\nid" text'), NOT_OURS),
-    ("name-unterminated", header_line(b"-- column: jobs \"operation_id\"", b'-- column: jobs "operation_id text'), LINE + r"a quoted column name is not closed"),
-    ("column-of-airflow-table", header_line(b"-- column: jobs \"operation_id\"", b'-- column: dag "dag_id" text'), LINE + r"the backup names a table job_manager does not own"),
-    ("copy-columns-differ-from-header", edit(b'COPY jobs ("id", "prompt_text"', b'COPY jobs ("prompt_text", "id"'), NOT_OURS),
-    ("alter-line-extra-clause", lambda d: resign(re.sub(rb"(\nALTER TABLE jobs ADD COLUMN [^\n]*);\n", rb"\1, SET UNLOGGED;\n", body(d), count=1)), NOT_OURS),
+    (
+        "type-huge-typmod",
+        set_column_type(b"operation_id", b"character varying(99999999)"),
+        NOT_BUILTIN,
+    ),
+    (
+        "name-unquoted-injection",
+        header_line(
+            b'-- column: jobs "operation_id"', b"-- column: jobs operation_id; DROP TABLE dag text"
+        ),
+        LINE + r"a column name must be quoted",
+    ),
+    (
+        "name-with-backslash-n",
+        header_line(b'-- column: jobs "operation_id"', b'-- column: jobs "op\\nid" text'),
+        NOT_OURS,
+    ),
+    (
+        "name-unterminated",
+        header_line(b'-- column: jobs "operation_id"', b'-- column: jobs "operation_id text'),
+        LINE + r"a quoted column name is not closed",
+    ),
+    (
+        "column-of-airflow-table",
+        header_line(b'-- column: jobs "operation_id"', b'-- column: dag "dag_id" text'),
+        LINE + r"the backup names a table job_manager does not own",
+    ),
+    (
+        "copy-columns-differ-from-header",
+        edit(b'COPY jobs ("id", "prompt_text"', b'COPY jobs ("prompt_text", "id"'),
+        NOT_OURS,
+    ),
+    (
+        "alter-line-extra-clause",
+        lambda d: resign(
+            re.sub(
+                rb"(\nALTER TABLE jobs ADD COLUMN [^\n]*);\n",
+                rb"\1, SET UNLOGGED;\n",
+                body(d),
+                count=1,
+            )
+        ),
+        NOT_OURS,
+    ),
     # 3. What made the reader panic, and other malformed headers.
-    ("table-without-columns", lambda d: resign(re.sub(rb"-- column: download_queue [^\n]*\n", b"", body(d))), LINE + r"the header lists no columns for download_queue"),
-    ("duplicate-column", lambda d: resign(body(d).replace(b'-- column: jobs "id" integer\n', b'-- column: jobs "id" integer\n-- column: jobs "id" integer\n', 1)), LINE + r'jobs has the column "id" twice'),
-    ("format-version-overflow", header_line(b"-- format_version:", b"-- format_version: 99999999999999999999"), MALFORMED),
-    ("format-version-newer", header_line(b"-- format_version:", b"-- format_version: 3"), r"backup format version 3 is newer than this job_manager reads"),
-    ("format-version-zero", header_line(b"-- format_version:", b"-- format_version: 0"), LINE + r"the header must start with the format version"),
-    ("row-count-overflow", header_line(b"-- rows: jobs", b"-- rows: jobs 18446744073709551616"), MALFORMED),
-    ("row-count-wrong", header_line(b"-- rows: jobs", b"-- rows: jobs 7"), r"jobs: the header records 7 rows but the file holds 43"),
-    ("sequence-overflow", header_line(b"-- sequence: jobs", b"-- sequence: jobs 9223372036854775808 true"), MALFORMED),
+    (
+        "table-without-columns",
+        lambda d: resign(re.sub(rb"-- column: download_queue [^\n]*\n", b"", body(d))),
+        LINE + r"the header lists no columns for download_queue",
+    ),
+    (
+        "duplicate-column",
+        lambda d: resign(
+            body(d).replace(
+                b'-- column: jobs "id" integer\n',
+                b'-- column: jobs "id" integer\n-- column: jobs "id" integer\n',
+                1,
+            )
+        ),
+        LINE + r'jobs has the column "id" twice',
+    ),
+    (
+        "format-version-overflow",
+        header_line(b"-- format_version:", b"-- format_version: 99999999999999999999"),
+        MALFORMED,
+    ),
+    (
+        "format-version-newer",
+        header_line(b"-- format_version:", b"-- format_version: 3"),
+        r"backup format version 3 is newer than this job_manager reads",
+    ),
+    (
+        "format-version-zero",
+        header_line(b"-- format_version:", b"-- format_version: 0"),
+        LINE + r"the header must start with the format version",
+    ),
+    (
+        "row-count-overflow",
+        header_line(b"-- rows: jobs", b"-- rows: jobs 18446744073709551616"),
+        MALFORMED,
+    ),
+    (
+        "row-count-wrong",
+        header_line(b"-- rows: jobs", b"-- rows: jobs 7"),
+        r"jobs: the header records 7 rows but the file holds 43",
+    ),
+    (
+        "sequence-overflow",
+        header_line(b"-- sequence: jobs", b"-- sequence: jobs 9223372036854775808 true"),
+        MALFORMED,
+    ),
     ("unknown-header-key", insert_after(b"-- format_version: 2\n", b"-- note: hello\n"), MALFORMED),
-    ("header-control-characters", header_line(b"-- server_version:", b"-- server_version: 15\x1b[2J"), LINE + r"a header value with control characters"),
-    ("header-reordered", lambda d: resign(body(d).replace(b"-- job_manager_version: 0.1.0\n", b"", 1).replace(b"-- server_version:", b"-- job_manager_version: 0.1.0\n-- server_version:", 1)), HEADER_FORM),
-    ("header-duplicate-rows", insert_after(b"-- rows: download_queue 1\n", b"-- rows: download_queue 1\n"), LINE + r"the row count of download_queue is given twice"),
+    (
+        "header-control-characters",
+        header_line(b"-- server_version:", b"-- server_version: 15\x1b[2J"),
+        LINE + r"a header value with control characters",
+    ),
+    (
+        "header-reordered",
+        lambda d: resign(
+            body(d)
+            .replace(b"-- job_manager_version: 0.1.0\n", b"", 1)
+            .replace(b"-- server_version:", b"-- job_manager_version: 0.1.0\n-- server_version:", 1)
+        ),
+        HEADER_FORM,
+    ),
+    (
+        "header-duplicate-rows",
+        insert_after(b"-- rows: download_queue 1\n", b"-- rows: download_queue 1\n"),
+        LINE + r"the row count of download_queue is given twice",
+    ),
     ("no-header-end", edit(b"\n--\nBEGIN;\n", b"\nBEGIN;\n"), MALFORMED),
     # 4. A format 1 file written under DateStyle 'SQL, DMY' (its dates are ambiguous).
-    ("v1-non-iso-datestyle", lambda d: resign(re.sub(rb"'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\+00'::timestamptz", b"'24/11/2026 08:19:40.41387 UTC'::timestamptz", body(d))), LINE + r".* is not an ISO timestamp"),
+    (
+        "v1-non-iso-datestyle",
+        lambda d: resign(
+            re.sub(
+                rb"'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\+00'::timestamptz",
+                b"'24/11/2026 08:19:40.41387 UTC'::timestamptz",
+                body(d),
+            )
+        ),
+        LINE + r".* is not an ISO timestamp",
+    ),
     # 7/9. Structure: a second COPY block, early ends, rows that COPY never writes.
-    ("second-copy-block-of-jobs", lambda d: resign(body(d).replace(b"COPY download_queue", copy_block_of_jobs(d) + b"COPY download_queue", 1)), NOT_OURS),
+    (
+        "second-copy-block-of-jobs",
+        lambda d: resign(
+            body(d).replace(
+                b"COPY download_queue", copy_block_of_jobs(d) + b"COPY download_queue", 1
+            )
+        ),
+        NOT_OURS,
+    ),
     ("row-too-few-fields", with_row(lambda r: r.split(b"\t", 1)[1]), ROW),
     ("row-too-many-fields", with_row(lambda r: b"1\t" + r), ROW),
     ("row-hex-escape", with_row(lambda r: r.replace(b"\t", b"\t\\x41", 1)), ROW),
     ("row-null-marker-inside", with_row(lambda r: r.replace(b"\t", b"\tab\\Ncd", 1)), ROW),
     ("row-carriage-return", with_row(lambda r: r.replace(b"\t", b"\ta\rb", 1)), ROW),
-    ("row-nul-byte", with_row(lambda r: r.replace(b"\t", b"\ta\x00b", 1)), ROW + r"|" + LINE + r"a NUL byte"),
+    (
+        "row-nul-byte",
+        with_row(lambda r: r.replace(b"\t", b"\ta\x00b", 1)),
+        ROW + r"|" + LINE + r"a NUL byte",
+    ),
     ("row-invalid-utf8", with_row(lambda r: r.replace(b"\t", b"\t\xff\xfe", 1)), ROW),
     ("row-trailing-backslash", with_row(lambda r: r[:-1] + b"\\\n"), ROW),
     ("early-end-of-copy", with_row(lambda r: b"\\.\n" + r), NOT_OURS),
-    ("copy-end-missing", lambda d: resign(body(d).replace(b"\\.\nCOPY download_queue", b"COPY download_queue", 1)), ROW),
+    (
+        "copy-end-missing",
+        lambda d: resign(body(d).replace(b"\\.\nCOPY download_queue", b"COPY download_queue", 1)),
+        ROW,
+    ),
     # Damage: truncation, bit flips, trailers.
     ("empty", lambda d: b"", r"the file is empty"),
     ("magic-only", lambda d: d[: d.index(b"\n") + 1], TRUNCATED),
@@ -279,31 +449,135 @@ CASES: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("cut-before-commit", truncate_at(b"COMMIT;\n"), TRUNCATED),
     ("cut-before-trailer", truncate_at(b"-- sha256: "), TRUNCATED),
     ("cut-in-trailer", lambda d: d[:-10], TRUNCATED),
-    ("trailer-uppercase", lambda d: body(d) + d[len(body(d)) :].upper().replace(b"-- SHA256: ", b"-- sha256: "), LINE + r"not a line job_manager writes here; expected the checksum line"),
-    ("bit-flip-in-data", lambda d: d.replace(first_row(d), first_row(d).replace(b"\t", b"\t\x01", 1), 1), r"checksum mismatch: the file was changed or damaged"),
-    ("edited-not-resigned", lambda d: d.replace(first_row(d), b"1" + first_row(d), 1), r"checksum mismatch: the file was changed or damaged"),
-    ("data-after-trailer", lambda d: d + b"DROP TABLE dag;\n", LINE + r"not a line job_manager writes here; expected the end of the file or the HMAC line"),
-    ("two-trailers", lambda d: d + d[len(body(d)) :], LINE + r"not a line job_manager writes here; expected the end of the file or the HMAC line"),
-    ("crlf-line-endings", lambda d: d.replace(b"\n", b"\r\n"), r"not a job_manager backup or a plain pg_dump file \(wrong first line\)"),
-    ("utf8-bom", lambda d: b"\xef\xbb\xbf" + d, r"not a job_manager backup or a plain pg_dump file \(wrong first line\)"),
-    ("binary-garbage", lambda d: random.Random(7).randbytes(4096), r"(not a job_manager backup|line 1 is not UTF-8|line 1 is longer than|the file ends in the middle)"),
-    ("custom-format-pg-dump", lambda d: b"PGDMP\x01\x0e\x00" + random.Random(8).randbytes(512), r"(not a job_manager backup|line 1 is not UTF-8|the file ends in the middle)"),
+    (
+        "trailer-uppercase",
+        lambda d: body(d) + d[len(body(d)) :].upper().replace(b"-- SHA256: ", b"-- sha256: "),
+        LINE + r"not a line job_manager writes here; expected the checksum line",
+    ),
+    (
+        "bit-flip-in-data",
+        lambda d: d.replace(first_row(d), first_row(d).replace(b"\t", b"\t\x01", 1), 1),
+        r"checksum mismatch: the file was changed or damaged",
+    ),
+    (
+        "edited-not-resigned",
+        lambda d: d.replace(first_row(d), b"1" + first_row(d), 1),
+        r"checksum mismatch: the file was changed or damaged",
+    ),
+    (
+        "data-after-trailer",
+        lambda d: d + b"DROP TABLE dag;\n",
+        LINE + r"not a line job_manager writes here; expected the end of the file or the HMAC line",
+    ),
+    (
+        "two-trailers",
+        lambda d: d + d[len(body(d)) :],
+        LINE + r"not a line job_manager writes here; expected the end of the file or the HMAC line",
+    ),
+    (
+        "crlf-line-endings",
+        lambda d: d.replace(b"\n", b"\r\n"),
+        r"not a job_manager backup or a plain pg_dump file \(wrong first line\)",
+    ),
+    (
+        "utf8-bom",
+        lambda d: b"\xef\xbb\xbf" + d,
+        r"not a job_manager backup or a plain pg_dump file \(wrong first line\)",
+    ),
+    (
+        "binary-garbage",
+        lambda d: random.Random(7).randbytes(4096),
+        r"(not a job_manager backup|line 1 is not UTF-8|line 1 is longer than|the file ends in the middle)",
+    ),
+    (
+        "custom-format-pg-dump",
+        lambda d: b"PGDMP\x01\x0e\x00" + random.Random(8).randbytes(512),
+        r"(not a job_manager backup|line 1 is not UTF-8|the file ends in the middle)",
+    ),
     ("huge-first-line", lambda d: b"-" * 100_000, r"line 1 is longer than 4096 bytes"),
     # Compressed files.
     ("gzip-of-hostile", gz(insert_after(b"BEGIN;\n", b"\\! id\n")), BACKSLASH),
-    ("gzip-truncated", lambda d: gzip.compress(d)[:-40], r"(the file cannot be read as a backup|the file ends)"),
-    ("gzip-garbage-member", lambda d: gzip.compress(d) + b"\x1f\x8bgarbage", r"the file cannot be read as a backup"),
-    ("gzip-second-member-adds-sql", lambda d: gzip.compress(d) + gzip.compress(b"DROP TABLE dag;\n"), LINE + r"not a line job_manager writes here; expected the end of the file or the HMAC line"),
-    ("gzip-bomb-long-line", lambda d: gzip.compress(d[: d.index(b"\n") + 1] + b"-" * (65 << 20)), r"line 2 is longer than 67108864 bytes"),
+    (
+        "gzip-truncated",
+        lambda d: gzip.compress(d)[:-40],
+        r"(the file cannot be read as a backup|the file ends)",
+    ),
+    (
+        "gzip-garbage-member",
+        lambda d: gzip.compress(d) + b"\x1f\x8bgarbage",
+        r"the file cannot be read as a backup",
+    ),
+    (
+        "gzip-second-member-adds-sql",
+        lambda d: gzip.compress(d) + gzip.compress(b"DROP TABLE dag;\n"),
+        LINE + r"not a line job_manager writes here; expected the end of the file or the HMAC line",
+    ),
+    (
+        "gzip-bomb-long-line",
+        lambda d: gzip.compress(d[: d.index(b"\n") + 1] + b"-" * (65 << 20)),
+        r"line 2 is longer than 67108864 bytes",
+    ),
     # The replaced system's pg_dump, edited.
-    ("dump-type-injection", legacy(lambda d: add_dump_column(d, b"    evil text, SET UNLOGGED,\n")), r"verified"),
-    ("dump-type-user-defined", legacy(lambda d: add_dump_column(d, b"    evil public.mood,\n")), r"verified"),
-    ("dump-incomplete", legacy(lambda d: d[: d.index(b"-- PostgreSQL database dump complete")]), INCOMPLETE_DUMP),
-    ("dump-second-copy-of-jobs", legacy(lambda d: d.replace(b"\n--\n-- PostgreSQL database dump complete", b"\nCOPY public.jobs (id, prompt_text, status, job_type) FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete")), LINE + r"a second COPY block for jobs"),
-    ("dump-second-create-table", legacy(lambda d: d.replace(b"CREATE TABLE public.log (", b"CREATE TABLE public.jobs (\n    evil text\n);\nCREATE TABLE public.log (", 1)), LINE + r"a second CREATE TABLE for jobs"),
-    ("dump-bad-column-list", legacy(lambda d: d.replace(b"COPY public.jobs (id, ", b"COPY public.jobs (id; DROP TABLE dag, ", 1)), LINE + r"a malformed COPY column list"),
-    ("dump-row-wrong-fields", legacy(lambda d: re.sub(rb"(COPY public\.jobs [^\n]*\n)", rb"\1extra\n", d, count=1)), ROW),
-    ("dump-copy-never-ends", legacy(lambda d: d[: d.index(b"COPY public.jobs")] + d[d.index(b"COPY public.jobs") :].replace(b"\n\\.\n", b"\n", 1)), r"(" + ROW + r"|" + TRUNCATED + r")"),
+    (
+        "dump-type-injection",
+        legacy(lambda d: add_dump_column(d, b"    evil text, SET UNLOGGED,\n")),
+        r"verified",
+    ),
+    (
+        "dump-type-user-defined",
+        legacy(lambda d: add_dump_column(d, b"    evil public.mood,\n")),
+        r"verified",
+    ),
+    (
+        "dump-incomplete",
+        legacy(lambda d: d[: d.index(b"-- PostgreSQL database dump complete")]),
+        INCOMPLETE_DUMP,
+    ),
+    (
+        "dump-second-copy-of-jobs",
+        legacy(
+            lambda d: d.replace(
+                b"\n--\n-- PostgreSQL database dump complete",
+                b"\nCOPY public.jobs (id, prompt_text, status, job_type) FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete",
+            )
+        ),
+        LINE + r"a second COPY block for jobs",
+    ),
+    (
+        "dump-second-create-table",
+        legacy(
+            lambda d: d.replace(
+                b"CREATE TABLE public.log (",
+                b"CREATE TABLE public.jobs (\n    evil text\n);\nCREATE TABLE public.log (",
+                1,
+            )
+        ),
+        LINE + r"a second CREATE TABLE for jobs",
+    ),
+    (
+        "dump-bad-column-list",
+        legacy(
+            lambda d: d.replace(
+                b"COPY public.jobs (id, ", b"COPY public.jobs (id; DROP TABLE dag, ", 1
+            )
+        ),
+        LINE + r"a malformed COPY column list",
+    ),
+    (
+        "dump-row-wrong-fields",
+        legacy(lambda d: re.sub(rb"(COPY public\.jobs [^\n]*\n)", rb"\1extra\n", d, count=1)),
+        ROW,
+    ),
+    (
+        "dump-copy-never-ends",
+        legacy(
+            lambda d: (
+                d[: d.index(b"COPY public.jobs")]
+                + d[d.index(b"COPY public.jobs") :].replace(b"\n\\.\n", b"\n", 1)
+            )
+        ),
+        r"(" + ROW + r"|" + TRUNCATED + r")",
+    ),
 ]
 
 assert len(CASES) >= 60, len(CASES)
@@ -325,7 +599,9 @@ def test_hostile_backup_is_refused_and_changes_nothing(
         # A pg_dump whose unused column definitions are hostile still verifies (we never run
         # them), but the hostile type is never executed: see the restore test below.
         assert verify_backup(path).format == "pg_dump"
-        with pytest.raises(BackupCorruptError, match=r'jobs\."evil": the column type .* is not a built-in type'):
+        with pytest.raises(
+            BackupCorruptError, match=r'jobs\."evil": the column type .* is not a built-in type'
+        ):
             loaded.jm.restore_database(path, backup_dir=tmp_path / "safety")
     else:
         with pytest.raises(BackupCorruptError) as refused:
