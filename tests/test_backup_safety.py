@@ -9,7 +9,6 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -62,10 +61,9 @@ def normalised(db: psycopg.Connection) -> str:
 
 
 @pytest.fixture
-def keyed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOB_MANAGER_BACKUP_KEY", KEY)
     monkeypatch.delenv("JOB_MANAGER_BACKUP_KEY_FILE", raising=False)
-    yield
 
 
 # -- names, types and settings ----------------------------------------------------------------
@@ -198,12 +196,14 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
     jm.add_jobs([f"signed {i}" for i in range(3)], "IMAGE_TEST")
     before = content(db)
     info = jm.backup_database(tmp_path / "b", keep=None)
-    assert info.signed and info.authenticated
+    assert info.signed
+    assert info.authenticated
     data = Path(info.path).read_bytes()
     assert data.splitlines()[-1].startswith(b"-- hmac-sha256: ")
     assert KEY.encode() not in data
     checked = verify_backup(info.path)
-    assert checked.signed and checked.authenticated
+    assert checked.signed
+    assert checked.authenticated
 
     forged = tmp_path / "forged.sql"
     forged.write_bytes(resign_sha(data))
@@ -230,7 +230,8 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
         verify_backup(info.path)
     monkeypatch.delenv("JOB_MANAGER_BACKUP_KEY")
     unchecked = verify_backup(info.path)
-    assert unchecked.signed and not unchecked.authenticated
+    assert unchecked.signed
+    assert not unchecked.authenticated
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
     monkeypatch.setenv("JOB_MANAGER_BACKUP_KEY_FILE", str(key_file))
@@ -260,7 +261,9 @@ def test_with_a_key_rotation_counts_only_signed_backups(
     newest = jm.backup_database(tmp_path, keep=2).path
     # keep=2: the new one and the older signed one; the unsigned one is not a kept backup,
     # and as it is newer than the second kept one, it is left alone (and reported).
-    assert Path(newest).exists() and Path(signed).exists() and Path(unsigned).exists()
+    assert Path(newest).exists()
+    assert Path(signed).exists()
+    assert Path(unsigned).exists()
     listed = {i.path: i for i in list_backups(tmp_path)}
     assert listed[unsigned].verified is False
     assert "carries no HMAC" in (listed[unsigned].problem or "")
@@ -287,7 +290,8 @@ def test_rotation_never_deletes_the_backup_it_just_wrote(
     # A third backup with keep=2: the oldest real one goes, the future ones stay.
     time.sleep(1.1)
     third = jm.backup_database(tmp_path, keep=2)
-    assert Path(third.path).exists() and Path(info.path).exists()
+    assert Path(third.path).exists()
+    assert Path(info.path).exists()
     assert not Path(previous).exists()
 
 
