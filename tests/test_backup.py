@@ -391,7 +391,9 @@ def test_sigkill_during_backup_leaves_no_partial_backup(
     # Killed writers leave at most hidden temporary files, never a backup name.
     leftovers = [p.name for p in d.iterdir()]
     assert all(n.startswith(".airflow_backup_") and n.endswith(".tmp") for n in leftovers)
-    assert len(leftovers) + completed == 8
+    # A kill can land before the writer made its temporary file (a slow start): then neither.
+    assert len(leftovers) + completed <= 8
+    assert leftovers, "no kill landed while a backup was being written"
 
 
 def test_backup_without_schema_says_what_to_do(bare_jm: JobManager, tmp_path: Path) -> None:

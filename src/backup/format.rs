@@ -67,8 +67,10 @@ pub const PINNED_SETTINGS: [(&str, &str); 6] = [
 pub fn pinned_settings_sql() -> String {
     PINNED_SETTINGS
         .iter()
-        .map(|(name, value)| format!("SET LOCAL {name} = {value};\n"))
-        .collect()
+        .fold(String::new(), |mut sql, (name, value)| {
+            let _ = writeln!(sql, "SET LOCAL {name} = {value};");
+            sql
+        })
 }
 
 /// What kind of file a backup is.
@@ -194,6 +196,12 @@ impl Header {
                 };
                 let ty = SqlType::parse(rest.strip_prefix(' ').ok_or_else(bad)?)?;
                 let cols = self.columns.entry(table.to_owned()).or_default();
+                if cols.len() >= grammar::MAX_COLUMNS {
+                    return Err(format!(
+                        "{table} has more than {} columns",
+                        grammar::MAX_COLUMNS
+                    ));
+                }
                 if cols.iter().any(|(n, _)| *n == name) {
                     return Err(format!("{table} has the column {} twice", name.quoted()));
                 }

@@ -14,6 +14,9 @@ pub type Refusal = String;
 
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 pub const MAX_IDENT: usize = 63;
+/// The most columns a PostgreSQL table can have: a file that lists more is not a backup (and
+/// the bound keeps a crafted file from growing the reader's memory).
+pub const MAX_COLUMNS: usize = 1600;
 
 /// A column name, as PostgreSQL stores it (any characters but NUL and control characters).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -3,7 +3,7 @@
 //!
 //! * [`BackupFile::open`] opens the path once and refuses anything but a regular file (a FIFO,
 //!   a device or a directory) before reading a byte; every later pass reads that descriptor.
-//! * [`Reader::next`] yields the COPY blocks of the owned tables as [`Event`]s. In our own
+//! * [`Reader::next_event`] yields the COPY blocks of the owned tables as [`Event`]s. In our own
 //!   format every other line must be exactly the line job_manager writes at that point
 //!   (`format.rs`); in a plain pg_dump only the owned tables' `CREATE TABLE`, `COPY` and
 //!   `setval` lines are read, strictly, and everything else is skipped, never executed.
@@ -50,7 +50,9 @@ impl BackupFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+            .custom_flags(
+                i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).expect("O_NONBLOCK fits"),
+            )
             .open(path)
             .map_err(|e| Error::Backup(format!("cannot open backup {}: {e}", path.display())))?;
         let meta = file
@@ -105,7 +107,7 @@ impl BackupFile {
     /// Reads the whole file and checks it.
     pub fn verify(&self, auth: &Auth) -> Result<Verified> {
         let mut r = self.reader(auth)?;
-        while !matches!(r.next()?, Event::End) {}
+        while !matches!(r.next_event()?, Event::End) {}
         r.finish()
     }
 }
@@ -255,8 +257,6 @@ pub struct Reader {
     rows: BTreeMap<String, u64>,
     /// The open COPY block: table, number of columns, rows so far.
     copy: Option<(&'static str, usize)>,
-    /// The table whose COPY data is being skipped (pg_dump: tables we do not own).
-    skipping: bool,
     format: Format,
     /// The file's HMAC matched the configured key.
     authenticated: bool,
@@ -294,14 +294,20 @@ enum Step {
     Trailer,
 }
 
+/// A column of a `CREATE TABLE` in a pg_dump: its name and its type, or why the type is not
+/// one a restore can recreate (an error only if the restore needs the column).
+type Definition = (Ident, std::result::Result<SqlType, Refusal>);
+
 /// State of a plain pg_dump: only what it says about the owned tables is read.
 #[derive(Default)]
 struct PgDump {
+    /// The COPY data of a table we do not own is being skipped.
+    skipping: bool,
     seen_magic: bool,
     /// The last `-- ` comment line was pg_dump's "complete" marker.
     complete: bool,
     creating: Option<&'static str>,
-    definitions: BTreeMap<&'static str, Vec<(Ident, std::result::Result<SqlType, Refusal>)>>,
+    definitions: BTreeMap<&'static str, Vec<Definition>>,
     sequences: BTreeMap<&'static str, i64>,
 }
 
@@ -343,7 +349,6 @@ impl Reader {
             compressed,
             rows: BTreeMap::new(),
             copy: None,
-            skipping: false,
             format,
             authenticated: false,
             ended: None,
@@ -447,7 +452,7 @@ impl Reader {
     }
 
     /// The next event. After [`Event::End`], call [`Reader::finish`].
-    pub fn next(&mut self) -> Result<Event> {
+    pub fn next_event(&mut self) -> Result<Event> {
         if self.ended.is_some() {
             return Ok(Event::End);
         }
@@ -484,7 +489,7 @@ impl Reader {
     /// Makes the whole result once [`Event::End`] was returned.
     pub fn finish(mut self) -> Result<Verified> {
         if self.ended.is_none() {
-            while !matches!(self.next()?, Event::End) {}
+            while !matches!(self.next_event()?, Event::End) {}
         }
         Ok(self.ended.take().expect("set at Event::End"))
     }
@@ -747,7 +752,8 @@ impl Reader {
 
     /// With a key configured, an unsigned file is refused unless the caller allowed it.
     fn check_signature(&self, signed: bool, authenticated: bool) -> Result<()> {
-        if self.auth.key.is_some() && !authenticated && !(self.auth.allow_unsigned && !signed) {
+        let accepted = authenticated || (self.auth.allow_unsigned && !signed);
+        if self.auth.key.is_some() && !accepted {
             return Err(corrupt(
                 "the file carries no HMAC, and a backup key is configured \
                  (JOB_MANAGER_BACKUP_KEY): only signed backups are accepted; restore a file you \
@@ -769,8 +775,9 @@ impl Reader {
             if self.fetch(true)?.is_none() {
                 return self.end_pg_dump();
             }
-            if self.skipping {
-                self.skipping = self.lines.buf != b"\\.\n";
+            if self.pg().skipping {
+                let ended = self.lines.buf == b"\\.\n";
+                self.pg().skipping = !ended;
                 continue;
             }
             let line = self.text()?.to_owned();
@@ -779,7 +786,14 @@ impl Reader {
                 if line.starts_with(')') {
                     self.pg().creating = None;
                 } else if let Some(def) = column_definition(&line) {
-                    self.pg().definitions.entry(table).or_default().push(def);
+                    let defs = self.pg().definitions.entry(table).or_default();
+                    defs.push(def);
+                    if defs.len() > grammar::MAX_COLUMNS {
+                        return Err(self.refuse(format!(
+                            "{table} has more than {} columns",
+                            grammar::MAX_COLUMNS
+                        )));
+                    }
                 }
                 continue;
             }
@@ -819,7 +833,7 @@ impl Reader {
                     .and_then(|r| r.split_once(' '))
                     .and_then(|(t, cols)| owned(t).map(|t| (t, cols)));
                 let Some((table, cols)) = target else {
-                    self.skipping = true;
+                    self.pg().skipping = true;
                     continue;
                 };
                 if self.rows.contains_key(table) {
@@ -880,6 +894,9 @@ fn parse_dump_columns(cols: &str) -> std::result::Result<Vec<Ident>, Refusal> {
             return Err(format!("the column {} is listed twice", name.quoted()));
         }
         names.push(name);
+        if names.len() > grammar::MAX_COLUMNS {
+            return Err(format!("more than {} columns", grammar::MAX_COLUMNS));
+        }
         if after == ")" {
             return Ok(names);
         }
@@ -891,7 +908,7 @@ fn parse_dump_columns(cols: &str) -> std::result::Result<Vec<Ident>, Refusal> {
 
 /// A column line of pg_dump's `CREATE TABLE public.x (` block: its name and type (or why the
 /// type is not one a restore can recreate). `None` for constraints and unreadable lines.
-fn column_definition(line: &str) -> Option<(Ident, std::result::Result<SqlType, Refusal>)> {
+fn column_definition(line: &str) -> Option<Definition> {
     let line = line.trim_start().trim_end_matches(',');
     if line.starts_with("CONSTRAINT ") {
         return None;
@@ -936,7 +953,7 @@ pub fn verify_bytes(bytes: &[u8], auth: &Auth) -> Result<Verified> {
         Box::new(io::Cursor::new(bytes.to_vec()))
     };
     let mut r = Reader::new(Lines::new(inner), auth, compressed)?;
-    while !matches!(r.next()?, Event::End) {}
+    while !matches!(r.next_event()?, Event::End) {}
     r.finish()
 }
 

@@ -162,7 +162,7 @@ fn stream_copy(
     let mut writer = tx.copy_in(sql).context(what)?;
     let mut block = Vec::with_capacity(2 * BLOCK);
     loop {
-        let event = reader.next()?;
+        let event = reader.next_event()?;
         if event == Event::Row {
             block.extend_from_slice(reader.row());
         }
@@ -211,7 +211,7 @@ pub fn restore_ours(
     let mut reader = file.reader(auth)?;
     let mut rows = BTreeMap::new();
     loop {
-        match reader.next()? {
+        match reader.next_event()? {
             Event::Copy { table, columns } => {
                 // FREEZE: the table was emptied in this transaction, so the rows can be written
                 // frozen and all-visible; nobody reads or vacuums them again after the restore.
@@ -272,7 +272,7 @@ pub fn restore_pg_dump(
     let mut reader = file.reader(auth)?;
     let mut staged: BTreeMap<&'static str, Vec<Ident>> = BTreeMap::new();
     loop {
-        match reader.next()? {
+        match reader.next_event()? {
             Event::Copy { table, columns } => {
                 stage_copy(&mut tx, &mut reader, table, &columns)?;
                 staged.insert(table, columns);
