@@ -238,7 +238,9 @@ pub fn check_copy_row(line: &[u8], columns: usize) -> Result<(), Refusal> {
             _ => return Err("a raw carriage return in COPY data".into()),
         }
         if fields > columns {
-            break;
+            return Err(format!(
+                "a COPY row with more than {columns} fields where the table has {columns} columns"
+            ));
         }
     }
     check_null_marker(&line[field_start..])?;
@@ -256,7 +258,7 @@ fn check_null_marker(field: &[u8]) -> Result<(), Refusal> {
         return Ok(());
     }
     let mut i = 0;
-    while let Some(off) = memchr::memchr(b'\\', &field[i..]) {
+    while let Some(off) = field.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
         let at = i + off;
         if field.get(at + 1) == Some(&b'N') {
             return Err("a \\N inside a COPY field (COPY writes it only as a whole field)".into());
@@ -325,6 +327,228 @@ pub fn check_header_text(s: &str) -> Result<(), Refusal> {
         return Err("a header value with control characters or a backslash".into());
     }
     Ok(())
+}
+
+/// Appends `text` to a COPY text row as one field: backslash, tab, newline and carriage
+/// return escaped as COPY writes them.
+fn push_copy_text(row: &mut Vec<u8>, text: &str) {
+    for b in text.bytes() {
+        match b {
+            b'\\' => row.extend_from_slice(b"\\\\"),
+            b'\t' => row.extend_from_slice(b"\\t"),
+            b'\n' => row.extend_from_slice(b"\\n"),
+            b'\r' => row.extend_from_slice(b"\\r"),
+            _ => row.push(b),
+        }
+    }
+}
+
+/// The rows of one pg_dump `INSERT` statement (`--inserts`, `--column-inserts`,
+/// `--rows-per-insert`), everything after `VALUES`, turned into COPY text rows (each with its
+/// newline). Only pg_dump's literal syntax is accepted: `NULL`, numbers, `true`/`false`,
+/// quoted strings with doubled quotes, and `E''` strings with `\\` and `\'`. Anything else (a
+/// function call, a cast, a sub-select, a comment) is refused: nothing here is ever executed.
+pub fn insert_rows(values: &str, columns: usize) -> Result<Vec<Vec<u8>>, Refusal> {
+    let mut rows = Vec::new();
+    let mut rest = values.trim_start_matches([' ', '\n', '\t']);
+    loop {
+        rest = rest
+            .strip_prefix('(')
+            .ok_or_else(|| "an INSERT row must start with (".to_owned())?;
+        let mut row = Vec::new();
+        let mut fields = 0;
+        loop {
+            rest = rest.trim_start_matches(' ');
+            if fields > 0 {
+                row.push(b'\t');
+            }
+            rest = insert_value(rest, &mut row)?;
+            fields += 1;
+            rest = rest.trim_start_matches(' ');
+            if let Some(r) = rest.strip_prefix(',') {
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix(')') {
+                rest = r;
+                break;
+            } else {
+                return Err("a malformed INSERT row (expected , or ))".into());
+            }
+        }
+        if fields != columns {
+            return Err(format!(
+                "an INSERT row with {fields} values where the table has {columns} columns"
+            ));
+        }
+        row.push(b'\n');
+        rows.push(row);
+        if rest == ";" {
+            return Ok(rows);
+        }
+        rest = rest
+            .strip_prefix(',')
+            .ok_or_else(|| "a malformed INSERT statement (expected , or ; after a row)".to_owned())?
+            .trim_start_matches([' ', '\n', '\t']);
+    }
+}
+
+/// One literal at the start of `s`, appended to `row` as a COPY field; returns the rest.
+fn insert_value<'a>(s: &'a str, row: &mut Vec<u8>) -> Result<&'a str, Refusal> {
+    if let Some(rest) = s.strip_prefix("NULL") {
+        row.extend_from_slice(b"\\N");
+        return Ok(rest);
+    }
+    for (word, value) in [("true", b't'), ("false", b'f')] {
+        if let Some(rest) = s.strip_prefix(word) {
+            row.push(value);
+            return Ok(rest);
+        }
+    }
+    if let Some(body) = s.strip_prefix("E'") {
+        let mut text = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, '\\')) => text.push('\\'),
+                    Some((_, '\'')) => text.push('\''),
+                    _ => return Err("an escape pg_dump does not write in an E'' string".into()),
+                },
+                '\'' if body[i + 1..].starts_with('\'') => {
+                    text.push('\'');
+                    chars.next();
+                }
+                '\'' => {
+                    push_copy_text(row, &text);
+                    return Ok(&body[i + 1..]);
+                }
+                c => text.push(c),
+            }
+        }
+        return Err("a string that is not closed".into());
+    }
+    if let Some(body) = s.strip_prefix('\'') {
+        let mut text = String::new();
+        let mut from = 0;
+        loop {
+            let Some(q) = body[from..].find('\'') else {
+                return Err("a string that is not closed".into());
+            };
+            text.push_str(&body[from..from + q]);
+            let after = from + q + 1;
+            if body[after..].starts_with('\'') {
+                text.push('\'');
+                from = after + 1;
+            } else {
+                push_copy_text(row, &text);
+                return Ok(&body[after..]);
+            }
+        }
+    }
+    // A number as pg_dump prints it: -12, 3.5, 1e-05, 1.5e+10.
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e')))
+        .unwrap_or(s.len());
+    let number = &s[..end];
+    let valid = number.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        && number.parse::<f64>().is_ok();
+    if valid {
+        row.extend_from_slice(number.as_bytes());
+        return Ok(&s[end..]);
+    }
+    Err(format!(
+        "a value that is not a literal pg_dump writes (NULL, a number, true/false or a quoted \
+         string): {}",
+        clip(s)
+    ))
+}
+
+/// A CSV record being read (PostgreSQL's CSV: `,` between fields, `"` quotes with `""`
+/// inside, a record ends at a newline outside quotes). Unquoted empty fields are NULL, as
+/// psql's `\copy ... CSV` writes them; quoted ones are the empty string.
+#[derive(Debug, Default)]
+pub struct CsvRecord {
+    fields: Vec<Option<String>>,
+    field: String,
+    quoted: bool,
+    in_quotes: bool,
+    after_quote: bool,
+}
+
+impl CsvRecord {
+    /// Feeds one line (with its newline). `Ok(Some(fields))` when the line completes a
+    /// record; `Ok(None)` when a quoted field goes on to the next line.
+    pub fn feed(&mut self, line: &str) -> Result<Option<Vec<Option<String>>>, Refusal> {
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if self.in_quotes {
+                if c == '"' {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        self.field.push('"');
+                    } else {
+                        self.in_quotes = false;
+                        self.after_quote = true;
+                    }
+                } else {
+                    self.field.push(c);
+                }
+                continue;
+            }
+            match c {
+                ',' => self.end_field(),
+                '\n' => {
+                    self.end_field();
+                    return Ok(Some(std::mem::take(&mut self.fields)));
+                }
+                '\r' => return Err("a carriage return outside quotes in the CSV".into()),
+                _ if self.after_quote => {
+                    return Err("text after a closing quote in the CSV".into());
+                }
+                '"' if self.field.is_empty() => {
+                    self.quoted = true;
+                    self.in_quotes = true;
+                }
+                '"' => return Err("a quote inside an unquoted CSV field".into()),
+                c => self.field.push(c),
+            }
+            if self.fields.len() > MAX_COLUMNS {
+                return Err(format!("a CSV record with more than {MAX_COLUMNS} fields"));
+            }
+        }
+        if self.in_quotes {
+            return Ok(None);
+        }
+        Err("the CSV file does not end with a newline".into())
+    }
+
+    fn end_field(&mut self) {
+        let text = std::mem::take(&mut self.field);
+        let value = (self.quoted || !text.is_empty()).then_some(text);
+        self.fields.push(value);
+        self.quoted = false;
+        self.after_quote = false;
+    }
+
+    /// A quoted field is open: the record goes on.
+    pub fn is_open(&self) -> bool {
+        self.in_quotes
+    }
+}
+
+/// A CSV record as a COPY text row (with its newline).
+pub fn csv_row(fields: &[Option<String>]) -> Vec<u8> {
+    let mut row = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            row.push(b'\t');
+        }
+        match f {
+            None => row.extend_from_slice(b"\\N"),
+            Some(text) => push_copy_text(&mut row, text),
+        }
+    }
+    row.push(b'\n');
+    row
 }
 
 /// Up to 40 characters of `s`, escaped, for a message (never more of a file's content).
@@ -433,6 +657,9 @@ mod tests {
         assert!(check_copy_row(b"1\ta\0b\t3", 3).is_err());
         assert!(check_copy_row(b"1\tab\\", 2).is_err());
         assert!(check_copy_row(b"\\.", 1).is_err());
+        // Found by the pg_dump fuzzer: a field ending in a backslash beyond the last column.
+        assert!(check_copy_row(b"1\t2\t\\", 2).is_err());
+        assert!(check_null_marker(b"\\").is_ok());
     }
 
     #[test]
@@ -453,5 +680,66 @@ mod tests {
         assert_eq!(parse_int::<i64>("042"), None);
         assert_eq!(parse_int::<i64>("+1"), None);
         assert_eq!(parse_int::<i64>(" 1"), None);
+    }
+    #[test]
+    fn insert_statements_become_copy_rows() {
+        let rows = insert_rows(
+            "(1, 'a''b', NULL, true, -1.5e-05, E'back\\\\slash ''q''', 'tab\there\nline');",
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![b"1\ta'b\t\\N\tt\t-1.5e-05\tback\\\\slash 'q'\ttab\\there\\nline\n".to_vec()]
+        );
+        let many = insert_rows("\n\t(1, 'x'),\n\t(2, 'y');", 2).unwrap();
+        assert_eq!(many, vec![b"1\tx\n".to_vec(), b"2\ty\n".to_vec()]);
+        for hostile in [
+            "(1, pg_sleep(10));",
+            "(1, 'x'::text);",
+            "(1, (SELECT 1));",
+            "(1, 'open);",
+            "(1, 2, 3);",
+            "(1);",
+            "(1, 'x'); DROP TABLE dag;",
+            "(1, E'\\x41');",
+            "(1, --comment\n 2);",
+            "(1, 1e);",
+            "(1, 'x')",
+        ] {
+            assert!(insert_rows(hostile, 2).is_err(), "{hostile:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn csv_records() {
+        let mut r = CsvRecord::default();
+        assert_eq!(
+            r.feed("1,\"a,b\",,\"\",x\n").unwrap(),
+            Some(vec![
+                Some("1".into()),
+                Some("a,b".into()),
+                None,
+                Some(String::new()),
+                Some("x".into())
+            ])
+        );
+        assert_eq!(r.feed("2,\"multi\n").unwrap(), None);
+        assert!(r.is_open());
+        assert_eq!(
+            r.feed("line \"\"q\"\"\",z\n").unwrap(),
+            Some(vec![
+                Some("2".into()),
+                Some("multi\nline \"q\"".into()),
+                Some("z".into())
+            ])
+        );
+        assert_eq!(
+            csv_row(&[Some("a\tb\\".into()), None]),
+            b"a\\tb\\\\\t\\N\n".to_vec()
+        );
+        for bad in ["a\"b\n", "\"a\"b\n", "a\r\n", "a,b"] {
+            assert!(CsvRecord::default().feed(bad).is_err(), "{bad:?}");
+        }
     }
 }
