@@ -78,8 +78,11 @@ pub fn pinned_settings_sql() -> String {
 pub enum Kind {
     /// Written by `backup_database`.
     JobManager,
-    /// A plain `pg_dump` (the replaced system's backups, or `dump_database`).
+    /// A plain `pg_dump` (the replaced system's backups, or `dump_database`), with COPY or
+    /// INSERT statements.
     PgDump,
+    /// A CSV export of jobs with a header row (the replaced system's "jobs only" export).
+    Csv,
 }
 
 impl Kind {
@@ -87,6 +90,7 @@ impl Kind {
         match self {
             Kind::JobManager => "job_manager",
             Kind::PgDump => "pg_dump",
+            Kind::Csv => "csv",
         }
     }
 }

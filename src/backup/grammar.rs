@@ -551,6 +551,120 @@ pub fn csv_row(fields: &[Option<String>]) -> Vec<u8> {
     row
 }
 
+/// Where a scan of SQL text stands: outside quotes, or inside a `'...'` or `E'...'` string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Quote {
+    #[default]
+    Outside,
+    Plain,
+    Escaped,
+}
+
+/// Scans one line of a statement (pg_dump's `INSERT`, whose strings may hold line breaks),
+/// keeping track of quotes across lines. True when the line ends the statement: its last
+/// character outside quotes, blanks aside, is `;`.
+pub fn scan_statement_line(line: &str, quote: &mut Quote) -> bool {
+    let mut ends = false;
+    let mut prev = ' ';
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match *quote {
+            Quote::Outside => match c {
+                '\'' => {
+                    ends = false;
+                    *quote = if matches!(prev, 'E' | 'e') {
+                        Quote::Escaped
+                    } else {
+                        Quote::Plain
+                    };
+                }
+                ';' => ends = true,
+                c if c.is_whitespace() => {}
+                _ => ends = false,
+            },
+            Quote::Plain | Quote::Escaped => {
+                if c == '\\' && *quote == Quote::Escaped {
+                    chars.next();
+                } else if c == '\'' {
+                    if chars.peek() == Some(&'\'') {
+                        chars.next();
+                    } else {
+                        *quote = Quote::Outside;
+                    }
+                }
+            }
+        }
+        prev = c;
+    }
+    ends && *quote == Quote::Outside
+}
+
+/// What the values of a column a dump gives no type for look like, to give the column a type
+/// when a restore must add it (a data-only dump of the oldest layout's `submitted_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guess {
+    /// Only NULLs so far.
+    #[default]
+    Null,
+    BigInt,
+    Numeric,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Text,
+}
+
+impl Guess {
+    /// The guess for one COPY text field.
+    pub fn of(field: &[u8]) -> Guess {
+        if field == b"\\N" {
+            return Guess::Null;
+        }
+        let Ok(s) = std::str::from_utf8(field) else {
+            return Guess::Text;
+        };
+        if parse_int::<i64>(s).is_some() {
+            Guess::BigInt
+        } else if s.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'e' | b'+'))
+            && s.parse::<f64>().is_ok()
+        {
+            Guess::Numeric
+        } else if s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() {
+            Guess::Date
+        } else if chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").is_ok() {
+            Guess::Timestamp
+        } else if check_iso_timestamptz(s).is_ok() {
+            Guess::TimestampTz
+        } else {
+            Guess::Text
+        }
+    }
+
+    /// The guess that fits both.
+    #[must_use]
+    pub fn and(self, other: Guess) -> Guess {
+        match (self, other) {
+            (Guess::Null, g) | (g, Guess::Null) => g,
+            (a, b) if a == b => a,
+            (Guess::BigInt | Guess::Numeric, Guess::BigInt | Guess::Numeric) => Guess::Numeric,
+            _ => Guess::Text,
+        }
+    }
+
+    pub fn sql_type(self) -> SqlType {
+        let name = match self {
+            Guess::BigInt => "bigint",
+            Guess::Numeric => "numeric",
+            Guess::Date => "date",
+            Guess::Timestamp => "timestamp without time zone",
+            Guess::TimestampTz => "timestamp with time zone",
+            Guess::Null | Guess::Text => "text",
+        };
+        SqlType::parse(name).expect("a built-in type")
+    }
+}
+
 /// Up to 40 characters of `s`, escaped, for a message (never more of a file's content).
 pub fn clip(s: &str) -> String {
     let mut t: String = s.chars().take(40).collect();
@@ -741,5 +855,34 @@ mod tests {
         for bad in ["a\"b\n", "\"a\"b\n", "a\r\n", "a,b"] {
             assert!(CsvRecord::default().feed(bad).is_err(), "{bad:?}");
         }
+    }
+    #[test]
+    fn statements_end_only_outside_quotes() {
+        let mut q = Quote::default();
+        assert!(scan_statement_line("INSERT INTO t VALUES (1, 'a;');", &mut q));
+        assert!(!scan_statement_line("INSERT INTO t VALUES (1, 'line one;", &mut q));
+        assert_eq!(q, Quote::Plain);
+        assert!(!scan_statement_line("it''s; still', 2)", &mut q));
+        assert!(scan_statement_line(";", &mut q));
+        let mut e = Quote::default();
+        assert!(!scan_statement_line("INSERT INTO t VALUES (E'a\\';", &mut e));
+        assert!(scan_statement_line("b');", &mut e));
+    }
+    #[test]
+    fn guesses_for_columns_without_a_type() {
+        let g = |fields: &[&str]| {
+            fields
+                .iter()
+                .fold(Guess::Null, |acc, f| acc.and(Guess::of(f.as_bytes())))
+                .sql_type()
+                .render()
+        };
+        assert_eq!(g(&["2025-07-19 04:58:03.482205", "\\N"]), "timestamp without time zone");
+        assert_eq!(g(&["2025-07-19 04:58:03+00"]), "timestamp with time zone");
+        assert_eq!(g(&["1", "-2"]), "bigint");
+        assert_eq!(g(&["1", "2.5"]), "numeric");
+        assert_eq!(g(&["2025-07-19"]), "date");
+        assert_eq!(g(&["2025-07-19", "x"]), "text");
+        assert_eq!(g(&["\\N"]), "text");
     }
 }

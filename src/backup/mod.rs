@@ -290,13 +290,6 @@ pub fn restore_database(
     let started = Instant::now();
     let file = BackupFile::open(path)?;
     let verified = file.verify(auth)?;
-    if verified.kind == Kind::PgDump && !verified.rows.contains_key("jobs") {
-        return Err(Error::Backup(
-            "the pg_dump file holds no COPY data for jobs (a --inserts or data-less dump?); \
-             nothing was restored"
-                .into(),
-        ));
-    }
     pool.run(|c| {
         let exists: bool = c
             .client()
@@ -318,7 +311,7 @@ pub fn restore_database(
     };
     let rows = pool.run(|c| match verified.kind {
         Kind::JobManager => restore::restore_ours(c.client(), &file, auth, &verified),
-        Kind::PgDump => restore::restore_pg_dump(c.client(), &file, auth, &verified),
+        Kind::PgDump | Kind::Csv => restore::restore_staged(c.client(), &file, auth, &verified),
     })?;
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
     pool.run(|c| {

@@ -24,7 +24,7 @@ use super::format::{
     self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column, Header,
     Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER, MAGIC, TRAILER,
 };
-use super::grammar::{self, Ident, Refusal, SqlType};
+use super::grammar::{self, CsvRecord, Guess, Ident, Quote, Refusal, SqlType};
 use super::key::{self, HmacSha256, Key};
 use crate::errors::{Error, Result};
 use crate::schema::MIGRATIONS;
@@ -158,6 +158,9 @@ pub struct Verified {
     pub signed: bool,
     /// The HMAC was checked against the configured key and matched.
     pub authenticated: bool,
+    /// pg_dump files without a `CREATE TABLE` for a table (data-only dumps): the type each
+    /// such column's values fit, for a restore that must add the column.
+    pub inferred: BTreeMap<String, Vec<Column>>,
 }
 
 /// What the reader found next.
@@ -258,6 +261,9 @@ pub struct Reader {
     /// The open COPY block: table, number of columns, rows so far.
     copy: Option<(&'static str, usize)>,
     format: Format,
+    /// The current row when it was made from an INSERT statement or a CSV record, not read
+    /// as a COPY line.
+    converted_row: Option<Vec<u8>>,
     /// The file's HMAC matched the configured key.
     authenticated: bool,
     ended: Option<Verified>,
@@ -266,6 +272,31 @@ pub struct Reader {
 enum Format {
     Ours(Box<Ours>),
     PgDump(Box<PgDump>),
+    Csv(Box<Csv>),
+}
+
+/// State of a CSV export of jobs: the header's columns, then records.
+struct Csv {
+    columns: Vec<Ident>,
+    record: CsvRecord,
+    /// Bytes of the record being read (a quoted field may span lines).
+    record_bytes: usize,
+    started: bool,
+    copy_ended: bool,
+}
+
+/// What a pg_dump INSERT statement turns into, waiting to be handed out.
+enum Pending {
+    Copy(&'static str, Vec<Ident>),
+    Row(&'static str, Vec<u8>),
+    CopyEnd,
+}
+
+/// An INSERT statement being read (its strings may span lines).
+struct Statement {
+    /// The text, kept only for the owned tables.
+    text: Option<String>,
+    quote: Quote,
 }
 
 /// State of a job_manager file: the header, then the lines expected after it.
@@ -303,6 +334,16 @@ type Definition = (Ident, std::result::Result<SqlType, Refusal>);
 struct PgDump {
     /// The COPY data of a table we do not own is being skipped.
     skipping: bool,
+    /// The INSERT statement being read.
+    statement: Option<Statement>,
+    /// The owned table (and columns) whose INSERT statements are being handed out as one
+    /// block of rows.
+    group: Option<(&'static str, Vec<Ident>)>,
+    pending: VecDeque<Pending>,
+    /// Columns of the open block that the dump gives no type for: (position, name).
+    untyped: Vec<(usize, Ident)>,
+    /// What the values of such columns look like, per table.
+    guesses: BTreeMap<&'static str, Vec<(Ident, Guess)>>,
     seen_magic: bool,
     /// The last `-- ` comment line was pg_dump's "complete" marker.
     complete: bool,
@@ -328,10 +369,19 @@ impl Reader {
                 seen_magic: first.starts_with(PG_DUMP_MAGIC),
                 ..PgDump::default()
             }))
+        } else if let Some(columns) = csv_header(&first_line) {
+            Format::Csv(Box::new(Csv {
+                columns,
+                record: CsvRecord::default(),
+                record_bytes: 0,
+                started: false,
+                copy_ended: false,
+            }))
         } else {
             return Err(corrupt(
-                "not a job_manager backup or a plain pg_dump file (wrong first line); custom-format \
-                 pg_dump files are restored with pg_restore",
+                "not a job_manager backup, a plain pg_dump file or a CSV of jobs with a header \
+                 row naming prompt_text (wrong first line); custom-format pg_dump files are \
+                 restored with pg_restore",
             ));
         };
         let mut hasher = Sha256::new();
@@ -350,6 +400,7 @@ impl Reader {
             rows: BTreeMap::new(),
             copy: None,
             format,
+            converted_row: None,
             authenticated: false,
             ended: None,
         };
@@ -364,6 +415,7 @@ impl Reader {
         match self.format {
             Format::Ours(_) => Kind::JobManager,
             Format::PgDump(_) => Kind::PgDump,
+            Format::Csv(_) => Kind::Csv,
         }
     }
 
@@ -371,19 +423,24 @@ impl Reader {
     pub fn header(&self) -> Option<&Header> {
         match &self.format {
             Format::Ours(o) => Some(&o.header),
-            Format::PgDump(_) => None,
+            Format::PgDump(_) | Format::Csv(_) => None,
         }
     }
 
     /// The current COPY row with its newline (after [`Event::Row`]).
     pub fn row(&self) -> &[u8] {
-        &self.lines.buf
+        self.converted_row.as_deref().unwrap_or(&self.lines.buf)
     }
 
     /// pg_dump files: the type the dump's `CREATE TABLE` gives a column of an owned table.
     pub fn dump_column_type(&self, table: &str, column: &Ident) -> Result<SqlType> {
         let Format::PgDump(d) = &self.format else {
-            return Err(Error::Backup("not a pg_dump file".into()));
+            return Err(corrupt(format!(
+                "the file has a column {} that {table} does not have, and says nothing of its \
+                 type: add the column to the table first (ALTER TABLE {table} ADD COLUMN ...) or \
+                 remove it from the file",
+                column.quoted()
+            )));
         };
         let found = d
             .definitions
@@ -403,7 +460,7 @@ impl Reader {
     pub fn dump_sequences(&self) -> BTreeMap<&'static str, i64> {
         match &self.format {
             Format::PgDump(d) => d.sequences.clone(),
-            Format::Ours(_) => BTreeMap::new(),
+            Format::Ours(_) | Format::Csv(_) => BTreeMap::new(),
         }
     }
 
@@ -459,10 +516,10 @@ impl Reader {
         if let Some((table, columns)) = self.copy {
             return self.copy_line(table, columns);
         }
-        if matches!(self.format, Format::Ours(_)) {
-            self.next_ours()
-        } else {
-            self.next_pg_dump()
+        match self.format {
+            Format::Ours(_) => self.next_ours(),
+            Format::PgDump(_) => self.next_pg_dump(),
+            Format::Csv(_) => self.next_csv(),
         }
     }
 
@@ -482,6 +539,8 @@ impl Reader {
                 .map_err(|_| "COPY data that is not UTF-8".to_owned())
         });
         checked.map_err(|why| self.refuse(why))?;
+        self.converted_row = None;
+        self.observe(table);
         *self.rows.entry(table.to_owned()).or_default() += 1;
         Ok(Event::Row)
     }
@@ -497,7 +556,7 @@ impl Reader {
     fn ours(&mut self) -> &mut Ours {
         match &mut self.format {
             Format::Ours(o) => o,
-            Format::PgDump(_) => unreachable!("only called for our format"),
+            _ => unreachable!("only called for our format"),
         }
     }
 
@@ -746,6 +805,7 @@ impl Reader {
             compressed: self.compressed,
             signed,
             authenticated,
+            inferred: BTreeMap::new(),
         });
         Ok(Event::End)
     }
@@ -766,13 +826,164 @@ impl Reader {
     fn pg(&mut self) -> &mut PgDump {
         match &mut self.format {
             Format::PgDump(d) => d,
-            Format::Ours(_) => unreachable!("only called for pg_dump files"),
+            _ => unreachable!("only called for pg_dump files"),
         }
+    }
+
+    /// A block of rows of an owned table starts: remember its columns that the dump gives no
+    /// type for, to guess their types from the values.
+    fn start_block(&mut self, table: &'static str, columns: &[Ident]) {
+        if let Format::PgDump(d) = &mut self.format {
+            let defined = d.definitions.get(table);
+            d.untyped = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !defined.is_some_and(|defs| defs.iter().any(|(n, _)| n == *c)))
+                .map(|(i, c)| (i, c.clone()))
+                .collect();
+            let guesses = d.guesses.entry(table).or_default();
+            for (_, c) in &d.untyped {
+                if !guesses.iter().any(|(n, _)| n == c) {
+                    guesses.push((c.clone(), Guess::Null));
+                }
+            }
+        }
+    }
+
+    /// Updates the guesses with one checked row.
+    fn observe(&mut self, table: &'static str) {
+        let Format::PgDump(d) = &mut self.format else {
+            return;
+        };
+        if d.untyped.is_empty() {
+            return;
+        }
+        let row = self.converted_row.as_deref().unwrap_or(&self.lines.buf);
+        let row = row.strip_suffix(b"\n").unwrap_or(row);
+        let fields: Vec<&[u8]> = row.split(|b| *b == b'\t').collect();
+        let guesses = d.guesses.entry(table).or_default();
+        for (i, name) in &d.untyped {
+            if let (Some(field), Some(slot)) = (
+                fields.get(*i),
+                guesses.iter_mut().find(|(n, _)| n == name),
+            ) {
+                slot.1 = slot.1.and(Guess::of(field));
+            }
+        }
+    }
+
+    fn inferred(&self) -> BTreeMap<String, Vec<Column>> {
+        let Format::PgDump(d) = &self.format else {
+            return BTreeMap::new();
+        };
+        d.guesses
+            .iter()
+            .map(|(table, cols)| {
+                let cols = cols.iter().map(|(n, g)| (n.clone(), g.sql_type())).collect();
+                ((*table).to_owned(), cols)
+            })
+            .collect()
+    }
+
+    /// Hands out what an INSERT statement turned into.
+    fn hand_out(&mut self, pending: Pending) -> Result<Event> {
+        match pending {
+            Pending::Copy(table, columns) => {
+                if self.rows.contains_key(table) {
+                    return Err(self.refuse(format!("a second block of rows for {table}")));
+                }
+                self.rows.insert(table.to_owned(), 0);
+                self.start_block(table, &columns);
+                Ok(Event::Copy { table, columns })
+            }
+            Pending::Row(table, row) => {
+                *self.rows.entry(table.to_owned()).or_default() += 1;
+                self.converted_row = Some(row);
+                self.observe(table);
+                Ok(Event::Row)
+            }
+            Pending::CopyEnd => Ok(Event::CopyEnd),
+        }
+    }
+
+    /// One more line of an INSERT statement; at its end, the rows of an owned table's
+    /// statement are parsed (never executed) and queued.
+    fn statement_line(&mut self) -> Result<()> {
+        let line = self.text()?.to_owned();
+        let Some(mut st) = self.pg().statement.take() else {
+            return Ok(());
+        };
+        let ended = grammar::scan_statement_line(&line, &mut st.quote);
+        if let Some(text) = &mut st.text {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            if text.len() > MAX_LINE {
+                return Err(self.refuse(format!(
+                    "an INSERT statement longer than {MAX_LINE} bytes; export with fewer \
+                     --rows-per-insert"
+                )));
+            }
+        }
+        if !ended {
+            self.pg().statement = Some(st);
+            return Ok(());
+        }
+        let Some(text) = st.text else {
+            return Ok(());
+        };
+        let (table, columns, rows) = self.parse_insert(&text).map_err(|why| self.refuse(why))?;
+        let d = self.pg();
+        if d.group.as_ref() != Some(&(table, columns.clone())) {
+            if d.group.is_some() {
+                d.pending.push_back(Pending::CopyEnd);
+            }
+            d.pending.push_back(Pending::Copy(table, columns.clone()));
+            d.group = Some((table, columns));
+        }
+        d.pending
+            .extend(rows.into_iter().map(|row| Pending::Row(table, row)));
+        Ok(())
+    }
+
+    /// `INSERT INTO public.jobs [(columns)] VALUES (...)[, (...)];` of an owned table.
+    fn parse_insert(
+        &mut self,
+        text: &str,
+    ) -> std::result::Result<(&'static str, Vec<Ident>, Vec<Vec<u8>>), Refusal> {
+        let bad = || "not an INSERT statement pg_dump writes".to_owned();
+        let rest = text.strip_prefix("INSERT INTO public.").ok_or_else(bad)?;
+        let (name, rest) = rest.split_once(' ').ok_or_else(bad)?;
+        let table = owned(name).ok_or_else(bad)?;
+        let (columns, rest) = if rest.starts_with('(') {
+            parse_column_list(rest)?
+        } else {
+            let defs = self.pg().definitions.get(table).ok_or_else(|| {
+                format!(
+                    "an INSERT into {table} without column names, in a dump without its \
+                     CREATE TABLE: export with --column-inserts"
+                )
+            })?;
+            (defs.iter().map(|(n, _)| n.clone()).collect(), rest)
+        };
+        let values = rest.strip_prefix(" VALUES").ok_or_else(bad)?;
+        let rows = grammar::insert_rows(values, columns.len())?;
+        Ok((table, columns, rows))
     }
 
     fn next_pg_dump(&mut self) -> Result<Event> {
         loop {
+            if let Some(pending) = self.pg().pending.pop_front() {
+                return self.hand_out(pending);
+            }
             if self.fetch(true)?.is_none() {
+                if self.pg().statement.is_some() {
+                    return Err(self.truncated("the end of an INSERT statement"));
+                }
+                if self.pg().group.take().is_some() {
+                    return Ok(Event::CopyEnd);
+                }
                 return self.end_pg_dump();
             }
             if self.pg().skipping {
@@ -780,7 +991,32 @@ impl Reader {
                 self.pg().skipping = !ended;
                 continue;
             }
+            if self.pg().statement.is_some() {
+                self.statement_line()?;
+                continue;
+            }
             let line = self.text()?.to_owned();
+            if let Some(rest) = line.strip_prefix("INSERT INTO ") {
+                let ours = rest
+                    .strip_prefix("public.")
+                    .and_then(|r| r.split_once(' '))
+                    .and_then(|(t, _)| owned(t))
+                    .is_some();
+                self.pg().statement = Some(Statement {
+                    text: ours.then(String::new),
+                    quote: Quote::Outside,
+                });
+                self.statement_line()?;
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if self.pg().group.take().is_some() {
+                // This line ends a block of INSERT rows: read it again after the block's end.
+                self.pending = true;
+                return Ok(Event::CopyEnd);
+            }
             if let Some(table) = self.pg().creating {
                 // `);`, or `)` followed by `WITH (...)` storage parameters.
                 if line.starts_with(')') {
@@ -839,9 +1075,18 @@ impl Reader {
                 if self.rows.contains_key(table) {
                     return Err(self.refuse(format!("a second COPY block for {table}")));
                 }
-                let columns = parse_dump_columns(cols).map_err(|why| self.refuse(why))?;
+                let columns = parse_column_list(cols)
+                    .and_then(|(columns, rest)| {
+                        if rest.is_empty() {
+                            Ok(columns)
+                        } else {
+                            Err("a malformed COPY column list".to_owned())
+                        }
+                    })
+                    .map_err(|why| self.refuse(why))?;
                 self.rows.insert(table.to_owned(), 0);
                 self.copy = Some((table, columns.len()));
+                self.start_block(table, &columns);
                 return Ok(Event::Copy { table, columns });
             }
         }
@@ -859,6 +1104,12 @@ impl Reader {
                  dump complete\"): the dump was cut short",
             ));
         }
+        if !self.rows.contains_key("jobs") {
+            return Err(corrupt(
+                "the pg_dump file holds no data for jobs (neither a COPY block nor INSERT \
+                 statements): there is nothing to restore from it",
+            ));
+        }
         self.check_signature(false, false)?;
         self.ended = Some(Verified {
             kind: Kind::PgDump,
@@ -868,9 +1119,109 @@ impl Reader {
             compressed: self.compressed,
             signed: false,
             authenticated: false,
+            inferred: self.inferred(),
         });
         Ok(Event::End)
     }
+}
+
+impl Reader {
+    fn csv(&mut self) -> &mut Csv {
+        match &mut self.format {
+            Format::Csv(c) => c,
+            _ => unreachable!("only called for CSV files"),
+        }
+    }
+
+    /// A CSV export of jobs: one block of rows for `jobs`, a row per record.
+    fn next_csv(&mut self) -> Result<Event> {
+        if !self.csv().started {
+            self.csv().started = true;
+            self.rows.insert("jobs".to_owned(), 0);
+            let columns = self.csv().columns.clone();
+            return Ok(Event::Copy {
+                table: "jobs",
+                columns,
+            });
+        }
+        loop {
+            if self.fetch(true)?.is_none() {
+                if self.csv().record.is_open() {
+                    return Err(self.truncated("the end of a quoted CSV field"));
+                }
+                if !self.csv().copy_ended {
+                    self.csv().copy_ended = true;
+                    return Ok(Event::CopyEnd);
+                }
+                return self.end_csv();
+            }
+            let line = std::str::from_utf8(&self.lines.buf)
+                .map_err(|_| self.refuse("the line is not UTF-8 text".into()))?
+                .to_owned();
+            if line.contains('\0') {
+                return Err(self.refuse("a NUL byte".into()));
+            }
+            let c = self.csv();
+            c.record_bytes += line.len();
+            let record_bytes = c.record_bytes;
+            let fed = c.record.feed(&line);
+            let columns = c.columns.len();
+            match fed.map_err(|why| self.refuse(why))? {
+                None if record_bytes > MAX_LINE => {
+                    return Err(self.refuse(format!(
+                        "a CSV record longer than {MAX_LINE} bytes"
+                    )));
+                }
+                None => {}
+                Some(fields) => {
+                    self.csv().record_bytes = 0;
+                    if fields.len() != columns {
+                        return Err(self.refuse(format!(
+                            "a CSV record with {} fields where the header names {columns}",
+                            fields.len()
+                        )));
+                    }
+                    *self.rows.entry("jobs".to_owned()).or_default() += 1;
+                    self.converted_row = Some(grammar::csv_row(&fields));
+                    return Ok(Event::Row);
+                }
+            }
+        }
+    }
+
+    fn end_csv(&mut self) -> Result<Event> {
+        self.check_signature(false, false)?;
+        self.ended = Some(Verified {
+            kind: Kind::Csv,
+            header: Header::default(),
+            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
+            rows: std::mem::take(&mut self.rows),
+            compressed: self.compressed,
+            signed: false,
+            authenticated: false,
+            inferred: self.inferred(),
+        });
+        Ok(Event::End)
+    }
+}
+
+/// The columns a CSV export's header row names, when the first line is one: column names
+/// (no NULLs, no duplicates) that include `prompt_text`.
+fn csv_header(first_line: &[u8]) -> Option<Vec<Ident>> {
+    let line = std::str::from_utf8(first_line).ok()?;
+    let fields = CsvRecord::default().feed(line).ok()??;
+    let mut columns: Vec<Ident> = Vec::new();
+    for f in fields {
+        let name = Ident::new(&f?).ok()?;
+        if columns.contains(&name) {
+            return None;
+        }
+        columns.push(name);
+    }
+    columns
+        .iter()
+        .any(|c| c.as_str() == "prompt_text")
+        .then_some(columns)
 }
 
 fn is_hex_digest(s: &str) -> bool {
@@ -882,8 +1233,9 @@ fn owned(name: &str) -> Option<&'static str> {
     DATA_TABLES.into_iter().find(|t| *t == name)
 }
 
-/// pg_dump's `(id, prompt_text, "order", ...)`.
-fn parse_dump_columns(cols: &str) -> std::result::Result<Vec<Ident>, Refusal> {
+/// pg_dump's `(id, prompt_text, "order", ...)` at the start of `cols`; returns the names and
+/// what follows the closing parenthesis.
+fn parse_column_list(cols: &str) -> std::result::Result<(Vec<Ident>, &str), Refusal> {
     let mut rest = cols
         .strip_prefix('(')
         .ok_or_else(|| "a malformed COPY column list".to_owned())?;
@@ -897,8 +1249,8 @@ fn parse_dump_columns(cols: &str) -> std::result::Result<Vec<Ident>, Refusal> {
         if names.len() > grammar::MAX_COLUMNS {
             return Err(format!("more than {} columns", grammar::MAX_COLUMNS));
         }
-        if after == ")" {
-            return Ok(names);
+        if let Some(rest) = after.strip_prefix(')') {
+            return Ok((names, rest));
         }
         rest = after
             .strip_prefix(", ")
@@ -1016,12 +1368,13 @@ mod tests {
 
     #[test]
     fn dump_column_lists() {
-        let cols = parse_dump_columns("(id, prompt_text, \"order\", \"a \"\"b\")").unwrap();
+        let (cols, rest) = parse_column_list("(id, prompt_text, \"order\", \"a \"\"b\")").unwrap();
+        assert_eq!(rest, "");
         let names: Vec<&str> = cols.iter().map(Ident::as_str).collect();
         assert_eq!(names, ["id", "prompt_text", "order", "a \"b"]);
-        assert!(parse_dump_columns("(id, id)").is_err());
-        assert!(parse_dump_columns("(id; DROP)").is_err());
-        assert!(parse_dump_columns("id").is_err());
+        assert!(parse_column_list("(id, id)").is_err());
+        assert!(parse_column_list("(id; DROP)").is_err());
+        assert!(parse_column_list("id").is_err());
     }
 
     #[test]

@@ -249,11 +249,12 @@ fn current_columns(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>>
         .collect())
 }
 
-/// Restores the `jobs` and `download_queue` rows of a plain pg_dump of the replaced system.
+/// Restores the `jobs` and `download_queue` rows of a plain pg_dump of the replaced system
+/// (COPY or INSERT statements) or of a CSV export of jobs.
 ///
 /// Rows are staged in temporary tables (pg_dump writes download_queue before jobs, and the
 /// oldest layout's statuses must be mapped), then inserted into the real tables.
-pub fn restore_pg_dump(
+pub fn restore_staged(
     client: &mut Client,
     file: &BackupFile,
     auth: &Auth,
@@ -261,9 +262,7 @@ pub fn restore_pg_dump(
 ) -> Result<BTreeMap<String, u64>> {
     if !v.rows.contains_key("jobs") {
         return Err(Error::Backup(
-            "the pg_dump file holds no COPY data for jobs (a --inserts or data-less dump?); \
-             nothing was restored"
-                .into(),
+            "the file holds no rows for jobs; nothing was restored".into(),
         ));
     }
     let mut tx = begin(client)?;
@@ -274,7 +273,7 @@ pub fn restore_pg_dump(
     loop {
         match reader.next_event()? {
             Event::Copy { table, columns } => {
-                stage_copy(&mut tx, &mut reader, table, &columns)?;
+                stage_copy(&mut tx, &mut reader, v, table, &columns)?;
                 staged.insert(table, columns);
             }
             Event::End => break,
@@ -328,12 +327,14 @@ fn insert_staged(
     Ok(rows)
 }
 
-/// Stages one COPY block of the dump in a temporary table shaped like the real one, adding
-/// the dump's columns that the schema lacks (with their types from the dump's CREATE TABLE,
-/// parsed: only built-in types are accepted).
+/// Stages one block of rows in a temporary table shaped like the real one, adding the file's
+/// columns that the schema lacks: with their types from the dump's CREATE TABLE (parsed: only
+/// built-in types are accepted), or, in a data-only dump, the type their values fit (see
+/// `Verified::inferred`). A CSV's unknown column is refused.
 fn stage_copy(
     tx: &mut Transaction<'_>,
     reader: &mut Reader,
+    v: &Verified,
     table: &'static str,
     cols: &[Ident],
 ) -> Result<()> {
@@ -341,7 +342,16 @@ fn stage_copy(
     let missing = cols
         .iter()
         .filter(|c| !have.iter().any(|h| h == c.as_str()))
-        .map(|c| Ok((c.clone(), reader.dump_column_type(table, c)?)))
+        .map(|c| {
+            let guessed = v
+                .inferred
+                .get(table)
+                .and_then(|cols| cols.iter().find(|(n, _)| n == c));
+            match guessed {
+                Some((_, ty)) => Ok((c.clone(), ty.clone())),
+                None => Ok((c.clone(), reader.dump_column_type(table, c)?)),
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     if !missing.is_empty() {
         tx.batch_execute(&add_columns_sql(table, &missing))
