@@ -87,7 +87,7 @@ class BackupInfo:
     def duration_s(self) -> float | None:
         """How long writing it took (only for a backup just made)."""
     @property
-    def format(self) -> Literal["job_manager", "pg_dump"]: ...
+    def format(self) -> Literal["job_manager", "pg_dump", "csv"]: ...
     @property
     def compressed(self) -> bool: ...
     @property
@@ -109,6 +109,32 @@ class BackupInfo:
         """A JSON-serialisable dict (times as ISO 8601 strings)."""
 
 @final
+class ImportInfo:
+    """What an import did."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def mode(self) -> Literal["merge", "replace"]: ...
+    @property
+    def format(self) -> Literal["job_manager", "pg_dump", "csv"]: ...
+    @property
+    def added(self) -> dict[str, int]:
+        """Rows added per table."""
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Rows of the file not added: jobs whose prompt was present (or repeated in the
+        file), downloads of such jobs."""
+    @property
+    def remapped(self) -> dict[str, int]:
+        """Rows added under a new id because their id was taken."""
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def safety_backup(self) -> str | None: ...
+    def to_dict(self) -> dict[str, object]: ...
+
+@final
 class RestoreInfo:
     """What a restore did."""
 
@@ -122,7 +148,7 @@ class RestoreInfo:
     def safety_backup(self) -> str | None:
         """The backup of the rows the restore replaced."""
     @property
-    def format(self) -> Literal["job_manager", "pg_dump"]: ...
+    def format(self) -> Literal["job_manager", "pg_dump", "csv"]: ...
     def to_dict(self) -> dict[str, object]: ...
 
 def verify_backup(path: StrPath) -> BackupInfo:
@@ -349,6 +375,24 @@ class JobManager:
         """A whole-database ``pg_dump`` (the old behaviour), written atomically, checked
         complete, then rotated. Raises BackupError when pg_dump is missing, older than the
         server, or fails."""
+    def import_jobs(
+        self,
+        path: StrPath,
+        *,
+        mode: Literal["merge", "replace"] = "merge",
+        safety_backup: bool = True,
+        backup_dir: StrPath = "backups",
+        allow_unsigned: bool = False,
+    ) -> ImportInfo:
+        """Bring historical jobs home: a job_manager backup, a pg_dump (COPY or INSERT
+        statements, data-only or full) or a CSV export of jobs with a header row.
+
+        ``mode="merge"`` adds, in one transaction after a safety backup, the jobs whose prompts
+        are not present (keeping an old id where it is free, a new one from the sequence where
+        it is taken), re-points their downloads, maps legacy statuses, keeps extra columns, and
+        leaves every existing row untouched. ``mode="replace"`` is ``restore_database``.
+        Nothing read from the file is executed as SQL; a file that does not verify changes
+        nothing."""
     def restore_database(
         self,
         path: StrPath,

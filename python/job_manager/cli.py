@@ -112,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup_dir(restore)
 
+    importing = sub.add_parser(
+        "import",
+        help="add the jobs of a backup, pg_dump (COPY or INSERT) or CSV export whose prompts "
+        "are not queued yet (--replace: replace every row, like restore)",
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument(
+        "--replace", action="store_true", help="replace every row instead of merging (asks)"
+    )
+    importing.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    importing.add_argument(
+        "--no-safety-backup",
+        action="store_true",
+        help="skip the backup of the current rows taken before importing",
+    )
+    importing.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="with JOB_MANAGER_BACKUP_KEY set, also accept a file that carries no HMAC",
+    )
+    backup_dir(importing)
+
     listing = sub.add_parser("list-backups", help="backups in --dir, newest first")
     backup_dir(listing)
 
@@ -356,6 +378,28 @@ def _run_backup_command(args: argparse.Namespace) -> Any:
     if args.action == "dump":
         info = jm.dump_database(args.dir, keep=args.keep)
         return info.to_dict(), f"pg_dump written: {_describe(info)} in {info.duration_s:.1f}s"
+    if args.action == "import":
+        if args.replace:
+            _confirm(args)
+        result = jm.import_jobs(
+            args.file,
+            mode="replace" if args.replace else "merge",
+            safety_backup=not args.no_safety_backup,
+            backup_dir=args.dir,
+            allow_unsigned=args.allow_unsigned,
+        )
+
+        def counts(d: dict[str, int]) -> str:
+            return ", ".join(f"{t} {n}" for t, n in sorted(d.items())) or "-"
+
+        text = (
+            f"imported {args.file} ({result.mode}): added {counts(result.added)}; "
+            f"skipped (already queued) {counts(result.skipped)}; "
+            f"given new ids {counts(result.remapped)}"
+        )
+        if result.safety_backup:
+            text += f"\nthe rows before the import are in {result.safety_backup}"
+        return result.to_dict(), text
     if args.action == "restore":
         _confirm(args)
         result = jm.restore_database(

@@ -626,7 +626,8 @@ impl Guess {
         if parse_int::<i64>(s).is_some() {
             Guess::BigInt
         } else if s.starts_with(|c: char| c == '-' || c.is_ascii_digit())
-            && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'e' | b'+'))
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'e' | b'+'))
             && s.parse::<f64>().is_ok()
         {
             Guess::Numeric
@@ -859,13 +860,22 @@ mod tests {
     #[test]
     fn statements_end_only_outside_quotes() {
         let mut q = Quote::default();
-        assert!(scan_statement_line("INSERT INTO t VALUES (1, 'a;');", &mut q));
-        assert!(!scan_statement_line("INSERT INTO t VALUES (1, 'line one;", &mut q));
+        assert!(scan_statement_line(
+            "INSERT INTO t VALUES (1, 'a;');",
+            &mut q
+        ));
+        assert!(!scan_statement_line(
+            "INSERT INTO t VALUES (1, 'line one;",
+            &mut q
+        ));
         assert_eq!(q, Quote::Plain);
         assert!(!scan_statement_line("it''s; still', 2)", &mut q));
         assert!(scan_statement_line(";", &mut q));
         let mut e = Quote::default();
-        assert!(!scan_statement_line("INSERT INTO t VALUES (E'a\\';", &mut e));
+        assert!(!scan_statement_line(
+            "INSERT INTO t VALUES (E'a\\';",
+            &mut e
+        ));
         assert!(scan_statement_line("b');", &mut e));
     }
     #[test]
@@ -877,7 +887,10 @@ mod tests {
                 .sql_type()
                 .render()
         };
-        assert_eq!(g(&["2025-07-19 04:58:03.482205", "\\N"]), "timestamp without time zone");
+        assert_eq!(
+            g(&["2025-07-19 04:58:03.482205", "\\N"]),
+            "timestamp without time zone"
+        );
         assert_eq!(g(&["2025-07-19 04:58:03+00"]), "timestamp with time zone");
         assert_eq!(g(&["1", "-2"]), "bigint");
         assert_eq!(g(&["1", "2.5"]), "numeric");

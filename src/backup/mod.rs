@@ -12,6 +12,7 @@ mod dump;
 mod files;
 pub mod format;
 pub mod grammar;
+mod import;
 pub mod key;
 mod pgdump;
 pub mod reader;
@@ -27,6 +28,7 @@ use crate::errors::{Error, Result};
 use crate::pool::LazyPool;
 use crate::schema::{self, InitOptions};
 pub use format::Kind;
+pub use import::{import_jobs, ImportInfo, Mode};
 pub use key::Key;
 pub use pgdump::dump_database;
 pub use reader::{Auth, BackupFile};
@@ -274,6 +276,17 @@ pub fn backup_database(
     })
 }
 
+/// Whether `jobs` and `download_queue` exist (a fresh database has neither).
+fn owned_tables_exist(client: &mut postgres::Client) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass('jobs') IS NOT NULL AND to_regclass('download_queue') IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| Error::from_postgres("checking the owned tables", &e))?
+        .get(0))
+}
+
 /// Restores a job_manager backup or a plain pg_dump of the replaced system.
 ///
 /// The path is opened once; everything reads that descriptor. The whole file is verified
@@ -291,15 +304,7 @@ pub fn restore_database(
     let file = BackupFile::open(path)?;
     let verified = file.verify(auth)?;
     pool.run(|c| {
-        let exists: bool = c
-            .client()
-            .query_one(
-                "SELECT to_regclass('jobs') IS NOT NULL AND to_regclass('download_queue') IS NOT NULL",
-                &[],
-            )
-            .map_err(|e| Error::from_postgres("checking the owned tables", &e))?
-            .get(0);
-        if exists {
+        if owned_tables_exist(c.client())? {
             restore::check_no_outside_effects(c.client())?;
         }
         Ok(())

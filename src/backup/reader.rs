@@ -292,6 +292,9 @@ enum Pending {
     CopyEnd,
 }
 
+/// An owned table's INSERT statement, parsed: the table, its columns, the rows as COPY text.
+type InsertRows = (&'static str, Vec<Ident>, Vec<Vec<u8>>);
+
 /// An INSERT statement being read (its strings may span lines).
 struct Statement {
     /// The text, kept only for the owned tables.
@@ -863,10 +866,9 @@ impl Reader {
         let fields: Vec<&[u8]> = row.split(|b| *b == b'\t').collect();
         let guesses = d.guesses.entry(table).or_default();
         for (i, name) in &d.untyped {
-            if let (Some(field), Some(slot)) = (
-                fields.get(*i),
-                guesses.iter_mut().find(|(n, _)| n == name),
-            ) {
+            if let (Some(field), Some(slot)) =
+                (fields.get(*i), guesses.iter_mut().find(|(n, _)| n == name))
+            {
                 slot.1 = slot.1.and(Guess::of(field));
             }
         }
@@ -879,7 +881,10 @@ impl Reader {
         d.guesses
             .iter()
             .map(|(table, cols)| {
-                let cols = cols.iter().map(|(n, g)| (n.clone(), g.sql_type())).collect();
+                let cols = cols
+                    .iter()
+                    .map(|(n, g)| (n.clone(), g.sql_type()))
+                    .collect();
                 ((*table).to_owned(), cols)
             })
             .collect()
@@ -948,10 +953,7 @@ impl Reader {
     }
 
     /// `INSERT INTO public.jobs [(columns)] VALUES (...)[, (...)];` of an owned table.
-    fn parse_insert(
-        &mut self,
-        text: &str,
-    ) -> std::result::Result<(&'static str, Vec<Ident>, Vec<Vec<u8>>), Refusal> {
+    fn parse_insert(&mut self, text: &str) -> std::result::Result<InsertRows, Refusal> {
         let bad = || "not an INSERT statement pg_dump writes".to_owned();
         let rest = text.strip_prefix("INSERT INTO public.").ok_or_else(bad)?;
         let (name, rest) = rest.split_once(' ').ok_or_else(bad)?;
@@ -1017,79 +1019,89 @@ impl Reader {
                 self.pending = true;
                 return Ok(Event::CopyEnd);
             }
-            if let Some(table) = self.pg().creating {
-                // `);`, or `)` followed by `WITH (...)` storage parameters.
-                if line.starts_with(')') {
-                    self.pg().creating = None;
-                } else if let Some(def) = column_definition(&line) {
-                    let defs = self.pg().definitions.entry(table).or_default();
-                    defs.push(def);
-                    if defs.len() > grammar::MAX_COLUMNS {
-                        return Err(self.refuse(format!(
-                            "{table} has more than {} columns",
-                            grammar::MAX_COLUMNS
-                        )));
-                    }
-                }
-                continue;
-            }
-            if line == "--" {
-                continue;
-            }
-            if line.starts_with("-- ") {
-                // The last comment with text must be pg_dump's closing one.
-                let d = self.pg();
-                d.seen_magic |= line.starts_with(PG_DUMP_MAGIC);
-                d.complete = line == PG_DUMP_COMPLETE;
-                continue;
-            }
-            if let Some(t) = line
-                .strip_prefix("CREATE TABLE public.")
-                .and_then(|r| r.strip_suffix(" ("))
-            {
-                if let Some(table) = owned(t) {
-                    if self.pg().definitions.contains_key(table) {
-                        return Err(self.refuse(format!("a second CREATE TABLE for {table}")));
-                    }
-                    self.pg().definitions.insert(table, Vec::new());
-                    self.pg().creating = Some(table);
-                }
-                continue;
-            }
-            if let Some((table, value)) = parse_setval(&line) {
-                self.pg().sequences.insert(table, value);
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("COPY ") {
-                let Some(rest) = rest.strip_suffix(" FROM stdin;") else {
-                    continue;
-                };
-                let target = rest
-                    .strip_prefix("public.")
-                    .and_then(|r| r.split_once(' '))
-                    .and_then(|(t, cols)| owned(t).map(|t| (t, cols)));
-                let Some((table, cols)) = target else {
-                    self.pg().skipping = true;
-                    continue;
-                };
-                if self.rows.contains_key(table) {
-                    return Err(self.refuse(format!("a second COPY block for {table}")));
-                }
-                let columns = parse_column_list(cols)
-                    .and_then(|(columns, rest)| {
-                        if rest.is_empty() {
-                            Ok(columns)
-                        } else {
-                            Err("a malformed COPY column list".to_owned())
-                        }
-                    })
-                    .map_err(|why| self.refuse(why))?;
-                self.rows.insert(table.to_owned(), 0);
-                self.copy = Some((table, columns.len()));
-                self.start_block(table, &columns);
-                return Ok(Event::Copy { table, columns });
+            if let Some(event) = self.dump_line(&line)? {
+                return Ok(event);
             }
         }
+    }
+
+    /// A line of a pg_dump outside COPY data and INSERT statements: only the owned tables'
+    /// `CREATE TABLE`, `setval` and `COPY` lines mean anything; the rest is skipped.
+    fn dump_line(&mut self, line: &str) -> Result<Option<Event>> {
+        let line = line.to_owned();
+        if let Some(table) = self.pg().creating {
+            // `);`, or `)` followed by `WITH (...)` storage parameters.
+            if line.starts_with(')') {
+                self.pg().creating = None;
+            } else if let Some(def) = column_definition(&line) {
+                let defs = self.pg().definitions.entry(table).or_default();
+                defs.push(def);
+                if defs.len() > grammar::MAX_COLUMNS {
+                    return Err(self.refuse(format!(
+                        "{table} has more than {} columns",
+                        grammar::MAX_COLUMNS
+                    )));
+                }
+            }
+            return Ok(None);
+        }
+        if line == "--" {
+            return Ok(None);
+        }
+        if line.starts_with("-- ") {
+            // The last comment with text must be pg_dump's closing one.
+            let d = self.pg();
+            d.seen_magic |= line.starts_with(PG_DUMP_MAGIC);
+            d.complete = line == PG_DUMP_COMPLETE;
+            return Ok(None);
+        }
+        if let Some(t) = line
+            .strip_prefix("CREATE TABLE public.")
+            .and_then(|r| r.strip_suffix(" ("))
+        {
+            if let Some(table) = owned(t) {
+                if self.pg().definitions.contains_key(table) {
+                    return Err(self.refuse(format!("a second CREATE TABLE for {table}")));
+                }
+                self.pg().definitions.insert(table, Vec::new());
+                self.pg().creating = Some(table);
+            }
+            return Ok(None);
+        }
+        if let Some((table, value)) = parse_setval(&line) {
+            self.pg().sequences.insert(table, value);
+            return Ok(None);
+        }
+        if let Some(rest) = line.strip_prefix("COPY ") {
+            let Some(rest) = rest.strip_suffix(" FROM stdin;") else {
+                return Ok(None);
+            };
+            let target = rest
+                .strip_prefix("public.")
+                .and_then(|r| r.split_once(' '))
+                .and_then(|(t, cols)| owned(t).map(|t| (t, cols)));
+            let Some((table, cols)) = target else {
+                self.pg().skipping = true;
+                return Ok(None);
+            };
+            if self.rows.contains_key(table) {
+                return Err(self.refuse(format!("a second COPY block for {table}")));
+            }
+            let columns = parse_column_list(cols)
+                .and_then(|(columns, rest)| {
+                    if rest.is_empty() {
+                        Ok(columns)
+                    } else {
+                        Err("a malformed COPY column list".to_owned())
+                    }
+                })
+                .map_err(|why| self.refuse(why))?;
+            self.rows.insert(table.to_owned(), 0);
+            self.copy = Some((table, columns.len()));
+            self.start_block(table, &columns);
+            return Ok(Some(Event::Copy { table, columns }));
+        }
+        Ok(None)
     }
 
     fn end_pg_dump(&mut self) -> Result<Event> {
@@ -1168,9 +1180,7 @@ impl Reader {
             let columns = c.columns.len();
             match fed.map_err(|why| self.refuse(why))? {
                 None if record_bytes > MAX_LINE => {
-                    return Err(self.refuse(format!(
-                        "a CSV record longer than {MAX_LINE} bytes"
-                    )));
+                    return Err(self.refuse(format!("a CSV record longer than {MAX_LINE} bytes")));
                 }
                 None => {}
                 Some(fields) => {

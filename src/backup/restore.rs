@@ -25,7 +25,9 @@ const OUR_TRIGGERS: [&str; 2] = ["update_jobs_updated_at", "update_download_queu
 
 /// Starts the restore's transaction: session settings pinned as the backup's were, a bound on
 /// lock waits, and the owned tables locked so nothing can change the checks below.
-fn begin(client: &mut Client) -> Result<Transaction<'_>> {
+/// `replacing`: the rows are replaced (restore), not only added to (merge), so a table that
+/// refers to them is in the way too.
+pub(super) fn begin(client: &mut Client, replacing: bool) -> Result<Transaction<'_>> {
     let mut tx = client.transaction().context("starting the restore")?;
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '30s'; SET LOCAL client_min_messages = warning; {}
@@ -33,7 +35,10 @@ fn begin(client: &mut Client) -> Result<Transaction<'_>> {
         pinned_settings_sql()
     ))
     .context("starting the restore")?;
-    check_no_outside_effects(&mut tx)?;
+    if replacing {
+        check_no_references(&mut tx)?;
+    }
+    check_no_foreign_triggers(&mut tx)?;
     Ok(tx)
 }
 
@@ -41,6 +46,12 @@ fn begin(client: &mut Client) -> Result<Transaction<'_>> {
 /// to them, or a trigger someone added would fire on the load, the restore would change what
 /// it does not own: it is refused before anything changes, naming what is in the way.
 pub fn check_no_outside_effects(client: &mut impl postgres::GenericClient) -> Result<()> {
+    check_no_references(client)?;
+    check_no_foreign_triggers(client)
+}
+
+/// No table job_manager does not own has a foreign key to the owned tables.
+pub fn check_no_references(client: &mut impl postgres::GenericClient) -> Result<()> {
     let what = "checking what refers to the owned tables";
     let references = client
         .query(
@@ -63,6 +74,12 @@ pub fn check_no_outside_effects(client: &mut impl postgres::GenericClient) -> Re
             list.join(", ")
         )));
     }
+    Ok(())
+}
+
+/// No trigger job_manager did not create would fire when rows are loaded.
+pub fn check_no_foreign_triggers(client: &mut impl postgres::GenericClient) -> Result<()> {
+    let what = "checking the owned tables' triggers";
     let triggers = client
         .query(
             "SELECT format('%s on %s', tgname, tgrelid::regclass::text) FROM pg_trigger
@@ -182,7 +199,7 @@ fn stream_copy(
 }
 
 /// The second pass must load exactly the bytes the first one verified.
-fn check_same_file(first: &Verified, second: &Verified) -> Result<()> {
+pub(super) fn check_same_file(first: &Verified, second: &Verified) -> Result<()> {
     if first.sha256 == second.sha256 {
         Ok(())
     } else {
@@ -200,7 +217,7 @@ pub fn restore_ours(
     v: &Verified,
 ) -> Result<BTreeMap<String, u64>> {
     let header = &v.header;
-    let mut tx = begin(client)?;
+    let mut tx = begin(client, true)?;
     for (table, columns) in &header.columns {
         tx.batch_execute(&add_columns_sql(table, columns))
             .context("adding the backup's columns")?;
@@ -265,23 +282,10 @@ pub fn restore_staged(
             "the file holds no rows for jobs; nothing was restored".into(),
         ));
     }
-    let mut tx = begin(client)?;
+    let mut tx = begin(client, true)?;
     tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
         .context("emptying the owned tables")?;
-    let mut reader = file.reader(auth)?;
-    let mut staged: BTreeMap<&'static str, Vec<Ident>> = BTreeMap::new();
-    loop {
-        match reader.next_event()? {
-            Event::Copy { table, columns } => {
-                stage_copy(&mut tx, &mut reader, v, table, &columns)?;
-                staged.insert(table, columns);
-            }
-            Event::End => break,
-            Event::Row | Event::CopyEnd => return Err(corrupt("COPY data outside a COPY block")),
-        }
-    }
-    let sequences = reader.dump_sequences();
-    check_same_file(v, &reader.finish()?)?;
+    let (staged, sequences) = stage_file(&mut tx, file, auth, v)?;
     let indexes = set_aside_indexes(&mut tx)?;
     let rows = insert_staged(&mut tx, &staged)?;
     rebuild_indexes(&mut tx, &indexes)?;
@@ -293,6 +297,35 @@ pub fn restore_staged(
     tx.commit().context("committing the restore")?;
     Ok(rows)
 }
+
+/// Reads the file again (the same descriptor) into temporary tables `jm_restore_<table>`,
+/// checking that it is the file verified; returns the columns staged per table and the
+/// sequences a pg_dump sets.
+pub(super) fn stage_file(
+    tx: &mut Transaction<'_>,
+    file: &BackupFile,
+    auth: &Auth,
+    v: &Verified,
+) -> Result<(Staged, BTreeMap<&'static str, i64>)> {
+    let mut reader = file.reader(auth)?;
+    let mut staged = Staged::new();
+    loop {
+        match reader.next_event()? {
+            Event::Copy { table, columns } => {
+                stage_copy(tx, &mut reader, v, table, &columns)?;
+                staged.insert(table, columns);
+            }
+            Event::End => break,
+            Event::Row | Event::CopyEnd => return Err(corrupt("COPY data outside a COPY block")),
+        }
+    }
+    let sequences = reader.dump_sequences();
+    check_same_file(v, &reader.finish()?)?;
+    Ok((staged, sequences))
+}
+
+/// The columns staged per table.
+pub(super) type Staged = BTreeMap<&'static str, Vec<Ident>>;
 
 /// Moves the staged rows into the real tables, parents first, mapping legacy statuses.
 fn insert_staged(
@@ -343,10 +376,9 @@ fn stage_copy(
         .iter()
         .filter(|c| !have.iter().any(|h| h == c.as_str()))
         .map(|c| {
-            let guessed = v
-                .inferred
-                .get(table)
-                .and_then(|cols| cols.iter().find(|(n, _)| n == c));
+            let guessed = [&v.header.columns, &v.inferred]
+                .into_iter()
+                .find_map(|known| known.get(table)?.iter().find(|(n, _)| n == c));
             match guessed {
                 Some((_, ty)) => Ok((c.clone(), ty.clone())),
                 None => Ok((c.clone(), reader.dump_column_type(table, c)?)),
@@ -371,7 +403,7 @@ fn stage_copy(
     Ok(())
 }
 
-fn status_mapping() -> String {
+pub(super) fn status_mapping() -> String {
     let mut cases = String::new();
     for (old, new) in LEGACY_STATUS_MAP {
         let _ = write!(cases, " WHEN '{old}' THEN '{new}'");

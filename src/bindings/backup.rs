@@ -155,6 +155,62 @@ impl From<backup::RestoreInfo> for RestoreInfo {
     }
 }
 
+/// What an import did.
+#[pyclass(frozen, get_all, name = "ImportInfo", module = "job_manager._internal")]
+pub struct ImportInfo {
+    path: String,
+    mode: &'static str,
+    format: &'static str,
+    added: BTreeMap<String, u64>,
+    skipped: BTreeMap<String, u64>,
+    remapped: BTreeMap<String, u64>,
+    duration_s: f64,
+    safety_backup: Option<String>,
+}
+
+#[pymethods]
+impl ImportInfo {
+    /// A JSON-serialisable dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("path", &self.path)?;
+        d.set_item("mode", self.mode)?;
+        d.set_item("format", self.format)?;
+        d.set_item("added", &self.added)?;
+        d.set_item("skipped", &self.skipped)?;
+        d.set_item("remapped", &self.remapped)?;
+        d.set_item("duration_s", self.duration_s)?;
+        d.set_item("safety_backup", &self.safety_backup)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ImportInfo(path='{}', mode='{}', added={{{}}}, skipped={{{}}}, remapped={{{}}})",
+            self.path,
+            self.mode,
+            rows_repr(&self.added),
+            rows_repr(&self.skipped),
+            rows_repr(&self.remapped)
+        )
+    }
+}
+
+impl From<backup::ImportInfo> for ImportInfo {
+    fn from(i: backup::ImportInfo) -> Self {
+        ImportInfo {
+            path: i.path.display().to_string(),
+            mode: i.mode.as_str(),
+            format: i.kind.as_str(),
+            added: i.added,
+            skipped: i.skipped,
+            remapped: i.remapped,
+            duration_s: i.duration_s,
+            safety_backup: i.safety_backup.map(|p| p.display().to_string()),
+        }
+    }
+}
+
 /// Reads a backup in full and checks every line of it, its row counts and checksum (and,
 /// with `JOB_MANAGER_BACKUP_KEY` set, its HMAC). No database is needed. Raises
 /// `BackupCorruptError` for a truncated, edited, unsigned or foreign file.

@@ -435,6 +435,39 @@ impl JobManager {
             .into())
     }
 
+    /// Imports a backup, a pg_dump (COPY or INSERT statements) or a CSV export of jobs:
+    /// `mode="merge"` adds the jobs whose prompts are not present (new ids where taken, their
+    /// downloads re-pointed) and leaves existing rows alone; `mode="replace"` is a restore.
+    #[pyo3(signature = (path, *, mode="merge", safety_backup=true, backup_dir=std::path::PathBuf::from("backups"), allow_unsigned=false))]
+    fn import_jobs(
+        &self,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        mode: &str,
+        safety_backup: bool,
+        backup_dir: std::path::PathBuf,
+        allow_unsigned: bool,
+    ) -> PyResult<super::backup::ImportInfo> {
+        let mode = match mode {
+            "merge" => backup::Mode::Merge,
+            "replace" => backup::Mode::Replace,
+            other => {
+                return Err(crate::errors::Error::invalid(format!(
+                    "mode must be 'merge' or 'replace', got {other:?}"
+                ))
+                .into())
+            }
+        };
+        let safety_dir = safety_backup.then_some(backup_dir.as_path());
+        let auth = backup::Auth {
+            allow_unsigned,
+            ..backup::Auth::from_env()?
+        };
+        Ok(py
+            .detach(|| backup::import_jobs(&self.pool, &path, mode, safety_dir, &auth))?
+            .into())
+    }
+
     #[pyo3(signature = (days=7))]
     fn cleanup_old_downloads(&self, py: Python<'_>, days: i64) -> PyResult<u64> {
         Ok(py.detach(|| downloads::cleanup_old_downloads(&self.pool, days))?)

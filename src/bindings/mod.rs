@@ -45,6 +45,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::PoolStatus>()?;
     m.add_class::<backup::BackupInfo>()?;
     m.add_class::<backup::RestoreInfo>()?;
+    m.add_class::<backup::ImportInfo>()?;
     m.add_function(wrap_pyfunction!(backup::verify_backup, m)?)?;
     m.add_function(wrap_pyfunction!(backup::list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(backup::cleanup_old_backups, m)?)?;

@@ -1,0 +1,262 @@
+//! `import_jobs`: bring historical rows into a queue that is in use.
+//!
+//! Any file the readers accept (our backups, pg_dump files with COPY or INSERT statements, a
+//! CSV export of jobs) is staged into temporary tables, in one transaction, from the same
+//! descriptor that was verified. Merging adds the jobs whose prompts are not queued yet (the
+//! old id where it is free, a new one from the sequence where it is taken), re-points their
+//! downloads to the new ids, and leaves every existing row as it was. Replacing is a restore.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use postgres::{Client, Transaction};
+
+use super::format::setval_sql;
+use super::grammar::Ident;
+use super::reader::{Auth, BackupFile, Verified};
+use super::restore::{self, status_mapping};
+use super::Kind;
+use crate::errors::{Error, Result};
+use crate::pool::{Context, LazyPool};
+use crate::schema::{self, InitOptions};
+
+/// How an import treats the rows already in the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Add the file's jobs whose prompts are not present; touch nothing that is.
+    Merge,
+    /// Replace every row (a restore).
+    Replace,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Merge => "merge",
+            Mode::Replace => "replace",
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportInfo {
+    pub path: PathBuf,
+    pub mode: Mode,
+    pub kind: Kind,
+    /// Rows added per table.
+    pub added: BTreeMap<String, u64>,
+    /// Rows of the file not added per table: jobs whose prompt was present (or repeated in
+    /// the file), downloads of such jobs.
+    pub skipped: BTreeMap<String, u64>,
+    /// Rows added under a new id because their id was taken.
+    pub remapped: BTreeMap<String, u64>,
+    pub duration_s: f64,
+    pub safety_backup: Option<PathBuf>,
+}
+
+/// Imports `path` in `mode` (see the module documentation).
+pub fn import_jobs(
+    pool: &LazyPool,
+    path: &Path,
+    mode: Mode,
+    safety_dir: Option<&Path>,
+    auth: &Auth,
+) -> Result<ImportInfo> {
+    if mode == Mode::Replace {
+        let r = super::restore_database(pool, path, safety_dir, auth)?;
+        return Ok(ImportInfo {
+            path: r.path,
+            mode,
+            kind: r.kind,
+            added: r.rows,
+            skipped: BTreeMap::new(),
+            remapped: BTreeMap::new(),
+            duration_s: r.duration_s,
+            safety_backup: r.safety_backup,
+        });
+    }
+    let started = Instant::now();
+    let file = BackupFile::open(path)?;
+    let verified = file.verify(auth)?;
+    pool.run(|c| {
+        if super::owned_tables_exist(c.client())? {
+            restore::check_no_foreign_triggers(c.client())?;
+        }
+        Ok(())
+    })?;
+    pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
+    let safety_backup = match safety_dir {
+        Some(dir) => Some(super::backup_database(pool, dir, None, false, auth)?.path),
+        None => None,
+    };
+    let (added, skipped, remapped) = pool.run(|c| merge(c.client(), &file, auth, &verified))?;
+    pool.run(|c| {
+        crate::maintenance::analyze_after_load(
+            c.client(),
+            &[
+                "jobs (job_type, status, created_at, updated_at)",
+                "download_queue (status, file_type, priority, created_at, completed_at)",
+            ],
+        )
+    })?;
+    let duration_s = started.elapsed().as_secs_f64();
+    log::info!(
+        "imported {} (merge) in {duration_s:.1}s: added {added:?}, skipped {skipped:?}, \
+         new ids {remapped:?}",
+        path.display()
+    );
+    Ok(ImportInfo {
+        path: path.to_path_buf(),
+        mode,
+        kind: verified.kind,
+        added,
+        skipped,
+        remapped,
+        duration_s,
+        safety_backup,
+    })
+}
+
+type Counts = BTreeMap<String, u64>;
+
+fn merge(
+    client: &mut Client,
+    file: &BackupFile,
+    auth: &Auth,
+    v: &Verified,
+) -> Result<(Counts, Counts, Counts)> {
+    let mut tx = restore::begin(client, false)?;
+    let (staged, _sequences) = restore::stage_file(&mut tx, file, auth, v)?;
+    let (mut added, mut skipped, mut remapped) = (Counts::new(), Counts::new(), Counts::new());
+    let Some(job_cols) = staged.get("jobs") else {
+        return Err(Error::Backup("the file holds no rows for jobs".into()));
+    };
+    let what = "merging the file's jobs";
+    let staged_jobs = count(&mut tx, "SELECT count(*) FROM jm_restore_jobs", what)?;
+    // Every new id comes after every id in the table and in the file, so an id kept from the
+    // file never meets one drawn from the sequence.
+    for table in ["jobs", "download_queue"] {
+        let stage_max = if staged.contains_key(table) {
+            format!("(SELECT max(id) FROM jm_restore_{table})")
+        } else {
+            "0".to_owned()
+        };
+        tx.batch_execute(&format!(
+            "SELECT pg_catalog.setval(pg_get_serial_sequence('{table}', 'id'), \
+             GREATEST((SELECT max(id) FROM {table}), {stage_max}, 1))"
+        ))
+        .context(what)?;
+    }
+    tx.batch_execute(
+        "CREATE TEMP TABLE jm_job_map ON COMMIT DROP AS
+         WITH fresh AS (
+             SELECT DISTINCT ON (s.prompt_text) s.ctid AS row_ref, s.id AS old_id
+             FROM jm_restore_jobs s
+             WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.prompt_text = s.prompt_text)
+             ORDER BY s.prompt_text, s.id
+         ), ranked AS (
+             SELECT row_ref, old_id,
+                    row_number() OVER (PARTITION BY old_id ORDER BY row_ref) AS n
+             FROM fresh
+         )
+         SELECT row_ref, old_id,
+                CASE WHEN old_id IS NOT NULL AND n = 1
+                          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = old_id)
+                     THEN old_id
+                     ELSE nextval(pg_get_serial_sequence('jobs', 'id'))::integer END AS new_id
+         FROM ranked",
+    )
+    .context(what)?;
+    let n = insert_mapped(&mut tx, "jobs", job_cols, "jm_job_map", what)?;
+    added.insert("jobs".into(), n);
+    skipped.insert("jobs".into(), staged_jobs - n);
+    remapped.insert(
+        "jobs".into(),
+        count(
+            &mut tx,
+            "SELECT count(*) FROM jm_job_map WHERE old_id IS DISTINCT FROM new_id",
+            what,
+        )?,
+    );
+    if let Some(dl_cols) = staged.get("download_queue") {
+        let what = "merging the file's downloads";
+        let staged_dls = count(
+            &mut tx,
+            "SELECT count(*) FROM jm_restore_download_queue",
+            what,
+        )?;
+        // Only the downloads of jobs this import added, pointed at those jobs' new ids.
+        tx.batch_execute(
+            "CREATE TEMP TABLE jm_download_map ON COMMIT DROP AS
+             WITH jobs_added AS (
+                 SELECT DISTINCT ON (old_id) old_id, new_id FROM jm_job_map
+                 WHERE old_id IS NOT NULL ORDER BY old_id, new_id
+             ), fresh AS (
+                 SELECT d.ctid AS row_ref, d.id AS old_id, m.new_id AS job_id,
+                        row_number() OVER (PARTITION BY d.id ORDER BY d.ctid) AS n
+                 FROM jm_restore_download_queue d JOIN jobs_added m ON m.old_id = d.job_id
+             )
+             SELECT row_ref, old_id, job_id,
+                    CASE WHEN old_id IS NOT NULL AND n = 1
+                              AND NOT EXISTS (SELECT 1 FROM download_queue q WHERE q.id = old_id)
+                         THEN old_id
+                         ELSE nextval(pg_get_serial_sequence('download_queue', 'id'))::integer
+                    END AS new_id
+             FROM fresh",
+        )
+        .context(what)?;
+        let n = insert_mapped(&mut tx, "download_queue", dl_cols, "jm_download_map", what)?;
+        added.insert("download_queue".into(), n);
+        skipped.insert("download_queue".into(), staged_dls - n);
+        remapped.insert(
+            "download_queue".into(),
+            count(
+                &mut tx,
+                "SELECT count(*) FROM jm_download_map WHERE old_id IS DISTINCT FROM new_id",
+                what,
+            )?,
+        );
+    }
+    for table in ["jobs", "download_queue"] {
+        tx.batch_execute(&setval_sql(table, 1, true))
+            .context("setting the id sequences")?;
+    }
+    tx.commit().context("committing the import")?;
+    Ok((added, skipped, remapped))
+}
+
+/// `INSERT INTO table (id, cols...) SELECT map.new_id, ... FROM stage JOIN map`: the file's
+/// columns by their quoted names, the id (and a download's job id) from the map, legacy
+/// statuses mapped.
+fn insert_mapped(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    cols: &[Ident],
+    map: &str,
+    what: &str,
+) -> Result<u64> {
+    let mut names = vec!["\"id\"".to_owned()];
+    let mut values = vec!["m.new_id".to_owned()];
+    for c in cols.iter().filter(|c| c.as_str() != "id") {
+        names.push(c.quoted());
+        values.push(match (table, c.as_str()) {
+            ("jobs", "status") => status_mapping().replace("\"status\"", "s.\"status\""),
+            ("download_queue", "job_id") => "m.job_id".to_owned(),
+            _ => format!("s.{}", c.quoted()),
+        });
+    }
+    let sql = format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM jm_restore_{table} s JOIN {map} m \
+         ON s.ctid = m.row_ref",
+        names.join(", "),
+        values.join(", ")
+    );
+    tx.execute(&sql, &[]).context(what)
+}
+
+fn count(tx: &mut Transaction<'_>, sql: &str, what: &str) -> Result<u64> {
+    let n: i64 = tx.query_one(sql, &[]).context(what)?.get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
