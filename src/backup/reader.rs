@@ -1028,12 +1028,11 @@ impl Reader {
     /// A line of a pg_dump outside COPY data and INSERT statements: only the owned tables'
     /// `CREATE TABLE`, `setval` and `COPY` lines mean anything; the rest is skipped.
     fn dump_line(&mut self, line: &str) -> Result<Option<Event>> {
-        let line = line.to_owned();
         if let Some(table) = self.pg().creating {
             // `);`, or `)` followed by `WITH (...)` storage parameters.
             if line.starts_with(')') {
                 self.pg().creating = None;
-            } else if let Some(def) = column_definition(&line) {
+            } else if let Some(def) = column_definition(line) {
                 let defs = self.pg().definitions.entry(table).or_default();
                 defs.push(def);
                 if defs.len() > grammar::MAX_COLUMNS {
@@ -1068,7 +1067,7 @@ impl Reader {
             }
             return Ok(None);
         }
-        if let Some((table, value)) = parse_setval(&line) {
+        if let Some((table, value)) = parse_setval(line) {
             self.pg().sequences.insert(table, value);
             return Ok(None);
         }
