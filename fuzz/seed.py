@@ -39,6 +39,8 @@ def main() -> None:
         "good-signed": b"\1" + sign(backup),
         "good-gzip": b"\0" + gzip.compress(backup),
         "format1": b"\0" + old.read_bytes(),
+        "legacy-inserts": b"\0" + (ROOT / "tests/fixtures/veo3-legacy/historical_jobs.sql").read_bytes(),
+        "legacy-csv": b"\0" + (ROOT / "tests/fixtures/veo3-legacy/historical_jobs.csv").read_bytes(),
     }
     for case_id, make, expected in CASES:
         if "bomb" in case_id:
