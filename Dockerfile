@@ -9,18 +9,25 @@ FROM rust:1.95-slim-bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/maturin && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.9,<2"
+RUN python3 -m venv /opt/maturin \
+    && /opt/maturin/bin/pip install --no-cache-dir "maturin>=1.9,<2" "ziglang>=0.13"
 WORKDIR /src
-COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
+COPY Cargo.toml Cargo.lock pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY python ./python
-RUN /opt/maturin/bin/maturin build --release --out /dist
+# manylinux2014 (glibc 2.17): the same wheel installs into any Airflow image.
+ENV PATH=/opt/maturin/bin:$PATH
+RUN maturin build --release --zig --compatibility manylinux2014 --out /dist
 
 # --- runtime: Airflow plus the wheel ---------------------------------------------------------
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 ARG AIRFLOW_VERSION
+ARG PYTHON_VERSION
 COPY --from=build /dist/*.whl /tmp/wheels/
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /tmp/wheels/*.whl
+# Airflow's published constraints for this version keep pip from moving Airflow's own
+# dependencies (Airflow's documented way to extend the image).
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /tmp/wheels/*.whl \
+    --constraint "https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYTHON_VERSION}.txt"
 # The official image's user is airflow, uid 50000, group 0.
 USER 0
 RUN rm -rf /tmp/wheels && mkdir -p /opt/airflow/backups && chown 50000:0 /opt/airflow/backups

@@ -12,7 +12,7 @@ test: ## every check and test (what CI runs)
 	bash scripts/test.sh
 
 build: ## the release wheel in dist/
-	.venv/bin/maturin build --release --out dist
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/maturin build --release --zig --compatibility manylinux2014 --out dist
 
 test-rust: ## the core's Rust tests, without Python
 	cargo test --no-default-features

@@ -4,7 +4,8 @@
 #   - Rust (cargo) must be installed (https://rustup.rs); everything else is installed here:
 #   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries;
 #   - .venv with the tools of requirements-dev.txt (through uv, from PyPI);
-#   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release).
+#   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release
+#     --zig --compatibility manylinux2014: a glibc 2.17 abi3 wheel).
 
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,8 +43,11 @@ fi
 uv_install() { "$VENV/bin/uv" pip install -q --python "$PY" "$@"; }
 uv_install -r requirements-dev.txt
 
-say "building the wheel (maturin build --release)"
+say "building the wheel (maturin build --release --zig --compatibility manylinux2014)"
 rm -f dist/job_manager-*.whl
-"$VENV/bin/maturin" build --release --out dist >&2
+# manylinux2014 (glibc 2.17): the wheel installs into any Airflow image, not only where it was
+# built. maturin finds zig through `python -m ziglang`, so the venv's python comes first.
+PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" build --release --zig --compatibility manylinux2014 \
+    --out dist >&2
 uv_install --reinstall --no-deps dist/job_manager-*.whl
 export PATH="$VENV/bin:$PATH"

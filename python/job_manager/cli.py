@@ -19,6 +19,7 @@ from typing import Any
 
 from job_manager._internal import (
     SCHEMA_VERSION,
+    __version__,
     cleanup_old_backups,
     cleanup_old_logs,
     list_backups,
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL DSN (default: $JOB_MANAGER_DSN, else built from $POSTGRES_*)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"job_manager {__version__} (schema V{SCHEMA_VERSION})",
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
 
     add = sub.add_parser("add", help="add jobs: one with --prompt, or one per line of --file")
