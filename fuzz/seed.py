@@ -22,6 +22,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "reliability"), str(RO
 from test_hostile_backups import CASES, body  # noqa: E402
 
 FUZZ_KEY = b"fuzzing-key-0123456789"
+LEGACY = ROOT / "tests" / "fixtures" / "veo3-legacy"
 
 
 def sign(data: bytes) -> bytes:
@@ -39,8 +40,8 @@ def main() -> None:
         "good-signed": b"\1" + sign(backup),
         "good-gzip": b"\0" + gzip.compress(backup),
         "format1": b"\0" + old.read_bytes(),
-        "legacy-inserts": b"\0" + (ROOT / "tests/fixtures/veo3-legacy/historical_jobs.sql").read_bytes(),
-        "legacy-csv": b"\0" + (ROOT / "tests/fixtures/veo3-legacy/historical_jobs.csv").read_bytes(),
+        "legacy-inserts": b"\0" + (LEGACY / "historical_jobs.sql").read_bytes(),
+        "legacy-csv": b"\0" + (LEGACY / "historical_jobs.csv").read_bytes(),
     }
     for case_id, make, expected in CASES:
         if "bomb" in case_id:
