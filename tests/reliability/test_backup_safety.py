@@ -70,8 +70,8 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unusual_column_names_and_types_round_trip(
-    server: Server, jm: JobManager, db: psycopg.Connection, tmp_path: Path
-) -> None:
+    server: Server, jm: JobManager, db: psycopg.Connection, tmp_path: Path, faults
+) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"unusual {i}" for i in range(5)], "IMAGE_TEST")
     db.execute(UNUSUAL_COLUMNS)
     fill_unusual(db)
@@ -94,6 +94,13 @@ def test_unusual_column_names_and_types_round_trip(
             assert normalised(c) == before
     finally:
         server.drop_database(target)
+    faults.record(
+        "unusual columns: spaces, quotes, non-ASCII names; numeric(10,2), text[], jsonb, timestamptz, interval, float8, date",
+        f"backup, restore in place and into a fresh database; every value of "
+        f"{text.count('-- column: jobs ')} columns compared (jobs)",
+        5,
+        "nothing (values equal)",
+    )
 
 
 def test_a_column_no_fresh_database_could_recreate_is_refused_when_backing_up(
@@ -124,8 +131,8 @@ def odd_database(server: Server, name: str, datestyle: str, tz: str, interval: s
 
 
 def test_round_trips_are_exact_whatever_the_databases_settings(
-    server: Server, dbname: str, tmp_path: Path
-) -> None:
+    server: Server, dbname: str, tmp_path: Path, faults
+) -> None:  # type: ignore[no-untyped-def]
     """A job created on 5 Nov stays on 5 Nov: backup under 'SQL, DMY' in New York, restore
     under 'German, DMY' in Kathmandu, by job_manager and by psql."""
     odd_database(server, dbname, "SQL, DMY", "America/New_York", "sql_standard")
@@ -158,6 +165,12 @@ def test_round_trips_are_exact_whatever_the_databases_settings(
                 assert day == (5, 11), how
         finally:
             server.drop_database(target)
+    faults.record(
+        "source DateStyle 'SQL, DMY', New York, sql_standard intervals, extra_float_digits 0; target German, Kathmandu, iso_8601",
+        "backup, then restore by job_manager and by psql; a job of 5 November read back",
+        2,
+        "nothing (5 November stays 5 November)",
+    )
 
 
 def test_format_1_files_of_the_previous_release_still_verify_and_restore(
@@ -192,7 +205,8 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
     tmp_path: Path,
     keyed: None,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    faults,
+) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"signed {i}" for i in range(3)], "IMAGE_TEST")
     before = content(db)
     info = jm.backup_database(tmp_path / "b", keep=None)
@@ -238,6 +252,12 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
     assert verify_backup(info.path).authenticated
     jm.restore_database(info.path, safety_backup=False)
     assert content(db) == before
+    faults.record(
+        "backup key set: a row edited and the SHA-256 recomputed, the HMAC line stripped, another key, a legacy pg_dump",
+        "verify and restore each; then allow_unsigned for the stripped file",
+        5,
+        "nothing (forged, stripped and other-key files refused; only the operator's explicit choice loads an unsigned file)",
+    )
 
 
 def test_a_short_backup_key_is_a_configuration_error(
@@ -273,7 +293,7 @@ def test_with_a_key_rotation_counts_only_signed_backups(
 
 
 def test_rotation_never_deletes_the_backup_it_just_wrote(
-    jm: JobManager, tmp_path: Path, log_records
+    jm: JobManager, tmp_path: Path, log_records, faults
 ) -> None:  # type: ignore[no-untyped-def]
     jm.add_job("rotation", "IMAGE_TEST")
     previous = jm.backup_database(tmp_path, keep=None).path
@@ -293,6 +313,12 @@ def test_rotation_never_deletes_the_backup_it_just_wrote(
     assert Path(third.path).exists()
     assert Path(info.path).exists()
     assert not Path(previous).exists()
+    faults.record(
+        "two verifying backups named in the year 2099 in the folder, keep=2",
+        "two backups with rotation",
+        2,
+        f"nothing (the new backup and the previous one kept; {len(warnings)} future-dated files reported, not counted, not deleted)",
+    )
 
 
 @pytest.mark.parametrize("keep", [0, -1, 2**70])
@@ -317,8 +343,14 @@ def test_lock_timeout_out_of_range_is_an_invalid_argument(jm: JobManager, second
 
 @pytest.mark.parametrize("kind", ["job_manager", "pg_dump"])
 def test_restore_refuses_when_another_table_refers_to_jobs(
-    server: Server, dbname: str, jm: JobManager, db: psycopg.Connection, tmp_path: Path, kind: str
-) -> None:
+    server: Server,
+    dbname: str,
+    jm: JobManager,
+    db: psycopg.Connection,
+    tmp_path: Path,
+    kind: str,
+    faults,
+) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"referenced {i}" for i in range(3)], "IMAGE_TEST")
     path = (
         jm.backup_database(tmp_path, keep=None).path
@@ -334,6 +366,12 @@ def test_restore_refuses_when_another_table_refers_to_jobs(
         jm.restore_database(path, backup_dir=tmp_path / "safety")
     assert whole_database(server, dbname) == baseline
     assert not (tmp_path / "safety").exists()
+    faults.record(
+        f"a table outside job_manager with a foreign key to jobs ({kind} file)",
+        "restore",
+        1,
+        "nothing (refused naming the constraint; whole-database pg_dump unchanged)",
+    )
 
 
 def test_restore_refuses_a_trigger_it_would_fire(
@@ -382,8 +420,8 @@ def during_safety_backup(safety: Path, action) -> tuple[threading.Thread, dict[s
 
 
 def test_a_file_swapped_during_the_restore_is_not_the_one_loaded(
-    jm: JobManager, db: psycopg.Connection, tmp_path: Path
-) -> None:
+    jm: JobManager, db: psycopg.Connection, tmp_path: Path, faults
+) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"original {i} " + "x" * 200 for i in range(30_000)], "IMAGE_TEST")
     verified = jm.backup_database(tmp_path / "a", keep=None).path
     expected = content(db)
@@ -399,11 +437,17 @@ def test_a_file_swapped_during_the_restore_is_not_the_one_loaded(
     assert seen["done"], "the swap did not happen while the safety backup was written"
     assert result.rows["jobs"] == 30_000
     assert content(db) == expected
+    faults.record(
+        "the backup file replaced by another valid backup (rename) while the restore wrote its safety backup",
+        "restore of 30,000 jobs",
+        1,
+        "nothing (the verified file's 30,000 rows loaded, not the swapped-in 15,000)",
+    )
 
 
 def test_a_file_rewritten_in_place_during_the_restore_is_refused(
-    jm: JobManager, db: psycopg.Connection, tmp_path: Path
-) -> None:
+    jm: JobManager, db: psycopg.Connection, tmp_path: Path, faults
+) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"in place {i} " + "y" * 200 for i in range(30_000)], "IMAGE_TEST")
     path = Path(jm.backup_database(tmp_path / "a", keep=None).path)
     db.execute("DELETE FROM jobs WHERE id > 10")
@@ -428,3 +472,9 @@ def test_a_file_rewritten_in_place_during_the_restore_is_refused(
     t.join()
     assert seen["done"]
     assert content(db) == before
+    faults.record(
+        "the backup file rewritten in place (same inode, one prompt changed, SHA-256 recomputed) during the restore",
+        "restore of 30,000 jobs",
+        1,
+        "nothing (refused before COMMIT: the bytes differ from those verified)",
+    )
