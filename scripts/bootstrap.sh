@@ -33,6 +33,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-}
     && [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
     apt_install postgresql
 fi
+# zstd and gzip: the documented psql restores of compressed backups (`zstd -dc FILE | psql`).
+command -v zstd >/dev/null || apt_install zstd
 if [[ ! -x $PY ]]; then
     say "creating .venv"
     python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }

@@ -29,7 +29,7 @@ from job_manager import (
 )
 from test_schema import OLDEST_LAYOUT
 
-NAME = re.compile(r"^airflow_backup_\d{8}_\d{6}\.sql(\.gz)?$")
+NAME = re.compile(r"^airflow_backup_\d{8}_\d{6}\.sql(\.gz|\.zst)?$")
 
 
 def load_history(server: Server, dbname: str, jm: JobManager, db: psycopg.Connection) -> None:
@@ -54,16 +54,18 @@ def backup_names(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if NAME.match(p.name) and p.is_file())
 
 
-@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("compress", [False, True, "gzip"])
 def test_round_trip_restores_every_value(
-    loaded: JobManager, db: psycopg.Connection, tmp_path: Path, compress: bool
+    loaded: JobManager, db: psycopg.Connection, tmp_path: Path, compress: bool | str
 ) -> None:
     before = content(db)
     assert "NULL" not in before
     info = loaded.backup_database(tmp_path / "b", compress=compress)
     assert info.rows == {"jobs": 43, "download_queue": 2}
     assert info.verified
-    assert info.compressed is compress
+    assert info.compressed is bool(compress)
+    assert info.compression == {False: None, True: "zstd", "gzip": "gzip"}[compress]
+    assert Path(info.path).suffix == {False: ".sql", True: ".zst", "gzip": ".gz"}[compress]
     assert info.schema_version == job_manager.SCHEMA_VERSION
     assert info.sha256 == verify_backup(info.path).sha256
     assert Path(info.path).name == backup_names(tmp_path / "b")[0]
@@ -99,20 +101,33 @@ def test_backup_file_and_directory_modes(loaded: JobManager, tmp_path: Path) -> 
     assert info.to_dict()["verified"] is True
 
 
+@pytest.mark.parametrize("compress", [False, True, "gzip"])
 def test_psql_restores_our_file(
-    server: Server, loaded: JobManager, db: psycopg.Connection, tmp_path: Path
+    server: Server,
+    loaded: JobManager,
+    db: psycopg.Connection,
+    tmp_path: Path,
+    compress: bool | str,
 ) -> None:
+    """The documented psql restores: `psql -X -v ON_ERROR_STOP=1 -f FILE`, and for compressed
+    files one pipe, `zstd -dc FILE | psql ...` or `gzip -dc FILE | psql ...`."""
     before = content(db)
-    info = loaded.backup_database(tmp_path)
+    info = loaded.backup_database(tmp_path, compress=compress)
+    sql = subprocess.run(
+        {False: ["cat"], True: ["zstd", "-dc"], "gzip": ["gzip", "-dc"]}[compress] + [info.path],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     target = server.create_database()
     try:
-        server.psql(target, "--single-transaction", "-f", info.path)
+        server.psql(target, "-f", "-", input=sql)
         with psycopg.connect(server.dsn_for(target), autocommit=True) as other:
             assert content(other) == before
             # ... and a JobManager on it finds the schema current.
             assert JobManager(server.dsn_for(target)).init_database() == []
         # Running it again replaces the rows instead of failing on duplicates.
-        server.psql(target, "--single-transaction", "-f", info.path)
+        server.psql(target, "-f", "-", input=sql)
     finally:
         server.drop_database(target)
 
@@ -416,8 +431,20 @@ def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_backup_into_a_full_filesystem_leaves_nothing(loaded: JobManager, tiny_fs: Path) -> None:
+def test_a_backup_that_cannot_fit_is_refused_before_writing(
+    loaded: JobManager, tiny_fs: Path
+) -> None:
     loaded.add_jobs([f"{i} " + "y" * 400 for i in range(1000)], "IMAGE_TEST")
+    (tiny_fs / "notes.txt").write_text("keep me")
+    with pytest.raises(BackupError, match=r"not enough space for the backup in .*Nothing was written"):
+        loaded.backup_database(tiny_fs)
+    assert [p.name for p in tiny_fs.iterdir()] == ["notes.txt"]
+
+
+def test_backup_into_a_full_filesystem_leaves_nothing(loaded: JobManager, tiny_fs: Path) -> None:
+    """A backup that passes the free-space check and still fills the disk (the tables are
+    smaller than the text of their rows): it stops at the failed write, leaving nothing."""
+    loaded.add_jobs([f"{i} y" for i in range(800)], "IMAGE_TEST")
     (tiny_fs / "notes.txt").write_text("keep me")
     with pytest.raises(BackupError, match="No space left on device"):
         loaded.backup_database(tiny_fs)

@@ -91,6 +91,8 @@ class BackupInfo:
     @property
     def compressed(self) -> bool: ...
     @property
+    def compression(self) -> Literal["zstd", "gzip"] | None: ...
+    @property
     def schema_version(self) -> int | None: ...
     @property
     def server_version(self) -> str | None: ...
@@ -360,11 +362,17 @@ class JobManager:
 
     # -- backups ----------------------------------------------------------------------------
     def backup_database(
-        self, backup_dir: StrPath = "backups", *, keep: int | None = 10, compress: bool = False
+        self,
+        backup_dir: StrPath = "backups",
+        *,
+        keep: int | None = 10,
+        compress: bool | Literal["zstd", "gzip"] = False,
     ) -> BackupInfo:
         """Back up ``jobs``, ``download_queue`` and the schema history from one consistent
-        snapshot into ``backup_dir/airflow_backup_YYYYMMDD_HHMMSS.sql[.gz]`` (atomically, mode
-        0600), then keep the newest ``keep`` backups that verify (``None``: no rotation)."""
+        snapshot into ``backup_dir/airflow_backup_YYYYMMDD_HHMMSS.sql[.zst|.gz]`` (atomically,
+        mode 0600), then keep the newest ``keep`` backups that verify (``None``: no rotation).
+        ``compress=True`` is zstd (multi-threaded), ``"gzip"`` for tools that read only gzip.
+        A backup that certainly cannot fit in the directory's free space is refused first."""
     def dump_database(
         self,
         backup_dir: StrPath = "backups",

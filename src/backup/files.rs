@@ -13,17 +13,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use super::format::Compression;
 use crate::errors::{Error, Result};
 
 const PREFIX: &str = "airflow_backup_";
 const TMP_PREFIX: &str = ".airflow_backup_";
 
-/// `airflow_backup_YYYYMMDD_HHMMSS.sql[.gz]` (UTC).
-pub fn backup_name(at: DateTime<Utc>, compressed: bool) -> String {
+/// `airflow_backup_YYYYMMDD_HHMMSS.sql[.zst|.gz]` (UTC).
+pub fn backup_name(at: DateTime<Utc>, compression: Compression) -> String {
     format!(
         "{PREFIX}{}.sql{}",
         at.format("%Y%m%d_%H%M%S"),
-        if compressed { ".gz" } else { "" }
+        compression.suffix()
     )
 }
 
@@ -32,6 +33,7 @@ pub fn parse_backup_name(name: &str) -> Option<NaiveDateTime> {
     let rest = name.strip_prefix(PREFIX)?;
     let stamp = rest
         .strip_suffix(".sql.gz")
+        .or_else(|| rest.strip_suffix(".sql.zst"))
         .or_else(|| rest.strip_suffix(".sql"))?;
     if stamp.len() != 15 || !stamp.chars().all(|c| c.is_ascii_digit() || c == '_') {
         return None;
@@ -86,12 +88,12 @@ impl TempFile {
 
     /// Syncs `file`, links it under its backup name (never overwriting: if the name of this
     /// second is taken, waits for the next), syncs the directory. Returns the final path.
-    pub fn publish(mut self, file: File, dir: &Path, compressed: bool) -> Result<PathBuf> {
+    pub fn publish(mut self, file: File, dir: &Path, compression: Compression) -> Result<PathBuf> {
         file.sync_all()
             .map_err(|e| io_error("cannot sync", &self.path, &e))?;
         drop(file);
         for _ in 0..5 {
-            let target = dir.join(backup_name(Utc::now(), compressed));
+            let target = dir.join(backup_name(Utc::now(), compression));
             match fs::hard_link(&self.path, &target) {
                 Ok(()) => {
                     fs::remove_file(&self.path)
@@ -157,11 +159,19 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2025-07-21T20:51:59Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(backup_name(t, false), "airflow_backup_20250721_205159.sql");
         assert_eq!(
-            backup_name(t, true),
+            backup_name(t, Compression::None),
+            "airflow_backup_20250721_205159.sql"
+        );
+        assert_eq!(
+            backup_name(t, Compression::Gzip),
             "airflow_backup_20250721_205159.sql.gz"
         );
+        assert_eq!(
+            backup_name(t, Compression::Zstd),
+            "airflow_backup_20250721_205159.sql.zst"
+        );
+        assert!(parse_backup_name("airflow_backup_20250721_205159.sql.zst").is_some());
         assert_eq!(
             parse_backup_name("airflow_backup_20250721_205159.sql"),
             Some(t.naive_utc())

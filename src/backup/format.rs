@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
@@ -360,20 +360,89 @@ pub fn catalog_columns(
         .collect()
 }
 
-/// Where backup bytes go: the file, gzip-compressed or not. Hashing happens above it.
+/// How a backup file is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// zstd, multi-threaded: the default compressed format (`.sql.zst`).
+    Zstd,
+    /// gzip, for tools that only read gzip (`.sql.gz`).
+    Gzip,
+}
+
+/// The zstd level: smaller files than gzip -6 at a fraction of its time.
+const ZSTD_LEVEL: i32 = 3;
+
+impl Compression {
+    /// The file name's suffix after `.sql`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Zstd => ".zst",
+            Compression::Gzip => ".gz",
+        }
+    }
+
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Zstd => Some("zstd"),
+            Compression::Gzip => Some("gzip"),
+        }
+    }
+
+    /// What a file's first bytes say it is.
+    pub fn of_magic(first: &[u8]) -> Self {
+        if first.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else if first.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else {
+            Compression::None
+        }
+    }
+
+    /// A reader of the decompressed bytes. zstd's window is capped (128 MiB, its default
+    /// limit), so a crafted frame cannot make the decoder allocate more.
+    pub fn decoder<'a>(
+        self,
+        raw: impl BufRead + Send + 'a,
+    ) -> io::Result<Box<dyn BufRead + Send + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(raw),
+            Compression::Gzip => Box::new(io::BufReader::with_capacity(
+                1 << 16,
+                flate2::bufread::MultiGzDecoder::new(raw),
+            )),
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::with_buffer(raw)?;
+                d.window_log_max(27)?;
+                Box::new(io::BufReader::with_capacity(1 << 16, d))
+            }
+        })
+    }
+}
+
+/// Where backup bytes go: the file, compressed or not. Hashing happens above it.
 pub enum Sink {
     Plain(io::BufWriter<File>),
     Gzip(GzEncoder<io::BufWriter<File>>),
+    Zstd(zstd::stream::write::Encoder<'static, io::BufWriter<File>>),
 }
 
 impl Sink {
-    pub fn new(file: File, compress: bool) -> Self {
+    pub fn new(file: File, compression: Compression) -> io::Result<Self> {
         let w = io::BufWriter::with_capacity(1 << 17, file);
-        if compress {
-            Sink::Gzip(GzEncoder::new(w, flate2::Compression::fast()))
-        } else {
-            Sink::Plain(w)
-        }
+        Ok(match compression {
+            Compression::None => Sink::Plain(w),
+            Compression::Gzip => Sink::Gzip(GzEncoder::new(w, flate2::Compression::fast())),
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
+                let workers = std::thread::available_parallelism().map_or(1, usize::from);
+                z.multithread(u32::try_from(workers.min(8)).unwrap_or(1))?;
+                Sink::Zstd(z)
+            }
+        })
     }
 
     /// The file underneath.
@@ -381,6 +450,7 @@ impl Sink {
         match self {
             Sink::Plain(w) => w.get_ref(),
             Sink::Gzip(gz) => gz.get_ref().get_ref(),
+            Sink::Zstd(z) => z.get_ref().get_ref(),
         }
     }
 
@@ -389,6 +459,7 @@ impl Sink {
         let w = match self {
             Sink::Plain(w) => w,
             Sink::Gzip(gz) => gz.finish()?,
+            Sink::Zstd(z) => z.finish()?,
         };
         w.into_inner().map_err(io::IntoInnerError::into_error)
     }
@@ -399,6 +470,7 @@ impl Write for Sink {
         match self {
             Sink::Plain(w) => w.write(buf),
             Sink::Gzip(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
         }
     }
 
@@ -406,6 +478,7 @@ impl Write for Sink {
         match self {
             Sink::Plain(w) => w.flush(),
             Sink::Gzip(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
         }
     }
 }
@@ -663,8 +736,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out");
         let key = Key::new(b"0123456789abcdef", "test").unwrap();
-        let mut w =
-            HashingWriter::new(Sink::new(File::create(&path).unwrap(), false), Some(&key)).unwrap();
+        let mut w = HashingWriter::new(
+            Sink::new(File::create(&path).unwrap(), Compression::None).unwrap(),
+            Some(&key),
+        )
+        .unwrap();
         let data: Vec<u8> = (0..3 * BLOCK + 12_345)
             .map(|i| u8::try_from(i % 251).unwrap())
             .collect();

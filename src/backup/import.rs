@@ -88,7 +88,9 @@ pub fn import_jobs(
     })?;
     pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
     let safety_backup = match safety_dir {
-        Some(dir) => Some(super::backup_database(pool, dir, None, false, auth)?.path),
+        Some(dir) => Some(
+            super::backup_database(pool, dir, None, super::format::Compression::None, auth)?.path,
+        ),
         None => None,
     };
     let (added, skipped, remapped) = pool.run(|c| merge(c.client(), &file, auth, &verified))?;

@@ -45,7 +45,7 @@ pub struct BackupInfo {
     /// How long writing it took (only for a backup just made).
     pub duration_s: Option<f64>,
     pub kind: Kind,
-    pub compressed: bool,
+    pub compression: format::Compression,
     pub schema_version: Option<i32>,
     pub server_version: Option<String>,
     /// Why the file does not verify (only from `list_backups`).
@@ -87,7 +87,7 @@ fn info(file: &BackupFile, v: reader::Verified, duration_s: Option<f64>) -> Back
         rows: v.rows,
         duration_s,
         kind: v.kind,
-        compressed: v.compressed,
+        compression: v.compression,
         schema_version: ours.then_some(v.header.schema_version),
         server_version: ours.then_some(v.header.server_version),
         problem: None,
@@ -118,7 +118,7 @@ pub fn list_backups(dir: &Path, auth: &Auth) -> Result<Vec<BackupInfo>> {
                 rows: BTreeMap::new(),
                 duration_s: None,
                 kind: Kind::JobManager,
-                compressed: false,
+                compression: format::Compression::None,
                 schema_version: None,
                 server_version: None,
                 problem: Some(e.to_string()),
@@ -214,7 +214,7 @@ pub fn backup_database(
     pool: &LazyPool,
     dir: &Path,
     keep: Option<usize>,
-    compress: bool,
+    compression: format::Compression,
     auth: &Auth,
 ) -> Result<BackupInfo> {
     if keep == Some(0) {
@@ -222,11 +222,13 @@ pub fn backup_database(
     }
     let started = Instant::now();
     files::ensure_dir(dir)?;
+    check_free_space(pool, dir, compression)?;
     let (path, header, sha256) = pool.run(|c| {
         let (tmp, file) = files::TempFile::create(dir)?;
-        let mut out =
-            format::HashingWriter::new(format::Sink::new(file, compress), auth.key.as_ref())
-                .map_err(|e| Error::Backup(format!("cannot start the backup writer: {e}")))?;
+        let writer_error =
+            |e: std::io::Error| Error::Backup(format!("cannot start the backup writer: {e}"));
+        let sink = format::Sink::new(file, compression).map_err(writer_error)?;
+        let mut out = format::HashingWriter::new(sink, auth.key.as_ref()).map_err(writer_error)?;
         let header = dump::write_backup(c.client(), &mut out, Utc::now())?;
         let (sha256, sink) = out
             .finish()
@@ -234,7 +236,7 @@ pub fn backup_database(
         let file = sink
             .finish()
             .map_err(|e| Error::Backup(format!("writing the backup failed: {e}")))?;
-        let path = tmp.publish(file, dir, compress)?;
+        let path = tmp.publish(file, dir, compression)?;
         Ok((path, header, sha256))
     })?;
     let duration_s = started.elapsed().as_secs_f64();
@@ -267,7 +269,7 @@ pub fn backup_database(
         rows,
         duration_s: Some(duration_s),
         kind: Kind::JobManager,
-        compressed: compress,
+        compression,
         schema_version: Some(header.schema_version),
         server_version: Some(header.server_version),
         problem: None,
@@ -285,6 +287,45 @@ fn owned_tables_exist(client: &mut postgres::Client) -> Result<bool> {
         )
         .map_err(|e| Error::from_postgres("checking the owned tables", &e))?
         .get(0))
+}
+
+/// Refuses a backup that certainly cannot fit, before writing anything: the file takes at
+/// least half the tables' on-disk size uncompressed (COPY text is rarely smaller than the
+/// heap), an eighth compressed. A backup that passes this and still fills the disk stops at
+/// the failed write and leaves nothing behind.
+fn check_free_space(pool: &LazyPool, dir: &Path, compression: format::Compression) -> Result<()> {
+    let tables: i64 = pool.run(|c| {
+        Ok(c.client()
+            .query_one(
+                "SELECT (coalesce(pg_table_size(to_regclass('jobs')), 0)
+                       + coalesce(pg_table_size(to_regclass('download_queue')), 0))::bigint",
+                &[],
+            )
+            .map_err(|e| Error::from_postgres("measuring the tables", &e))?
+            .get(0))
+    })?;
+    let tables = u64::try_from(tables).unwrap_or(0);
+    let needed = if compression == format::Compression::None {
+        tables / 2
+    } else {
+        tables / 8
+    };
+    let Ok(fs) = rustix::fs::statvfs(dir) else {
+        return Ok(()); // unknown: the write itself will tell
+    };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if free < needed {
+        return Err(Error::Backup(format!(
+            "not enough space for the backup in {}: it needs at least about {} MiB (the tables \
+             take {} MiB) and {} MiB are free; free some space or choose another directory. \
+             Nothing was written",
+            dir.display(),
+            needed.div_ceil(1 << 20),
+            tables.div_ceil(1 << 20),
+            free >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// Restores a job_manager backup or a plain pg_dump of the replaced system.
@@ -311,7 +352,7 @@ pub fn restore_database(
     })?;
     pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
     let safety_backup = match safety_dir {
-        Some(dir) => Some(backup_database(pool, dir, None, false, auth)?.path),
+        Some(dir) => Some(backup_database(pool, dir, None, format::Compression::None, auth)?.path),
         None => None,
     };
     let rows = pool.run(|c| match verified.kind {

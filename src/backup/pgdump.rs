@@ -134,7 +134,7 @@ pub fn dump_database(
         ))
         .scrub(settings.password()));
     }
-    let path = tmp.publish(file, dir, false)?;
+    let path = tmp.publish(file, dir, super::format::Compression::None)?;
     let checked = BackupFile::open(&path).and_then(|f| {
         let v = f.verify(&Auth::default())?;
         Ok((f, v))

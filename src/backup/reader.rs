@@ -21,8 +21,9 @@ use hmac::Mac;
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column, Header,
-    Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER, MAGIC, TRAILER,
+    self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column,
+    Compression, Header, Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER,
+    MAGIC, TRAILER,
 };
 use super::grammar::{self, CsvRecord, Guess, Ident, Quote, Refusal, SqlType};
 use super::key::{self, HmacSha256, Key};
@@ -41,7 +42,7 @@ pub struct BackupFile {
     file: File,
     path: PathBuf,
     pub size: u64,
-    pub compressed: bool,
+    pub compression: Compression,
 }
 
 impl BackupFile {
@@ -69,13 +70,13 @@ impl BackupFile {
                 path.display()
             )));
         }
-        let mut magic = [0u8; 2];
+        let mut magic = [0u8; 4];
         let n = read_up_to(&file, &mut magic)?;
         Ok(BackupFile {
             file,
             path: path.to_path_buf(),
             size: meta.len(),
-            compressed: n == 2 && magic == [0x1f, 0x8b],
+            compression: Compression::of_magic(&magic[..n]),
         })
     }
 
@@ -93,15 +94,11 @@ impl BackupFile {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::Backup(format!("cannot read {}: {e}", self.path.display())))?;
         let raw = BufReader::with_capacity(1 << 16, file);
-        let inner: Box<dyn BufRead + Send> = if self.compressed {
-            Box::new(BufReader::with_capacity(
-                1 << 16,
-                flate2::read::MultiGzDecoder::new(raw),
-            ))
-        } else {
-            Box::new(raw)
-        };
-        Reader::new(Lines::new(inner), auth, self.compressed)
+        let inner = self
+            .compression
+            .decoder(raw)
+            .map_err(|e| Error::Backup(format!("cannot read {}: {e}", self.path.display())))?;
+        Reader::new(Lines::new(inner), auth, self.compression)
     }
 
     /// Reads the whole file and checks it.
@@ -153,7 +150,7 @@ pub struct Verified {
     pub sha256: String,
     /// Rows per data table, as counted in the COPY blocks.
     pub rows: BTreeMap<String, u64>,
-    pub compressed: bool,
+    pub compression: Compression,
     /// The file carries an HMAC line.
     pub signed: bool,
     /// The HMAC was checked against the configured key and matched.
@@ -255,7 +252,7 @@ pub struct Reader {
     hasher: Sha256,
     mac: Option<HmacSha256>,
     auth: Auth,
-    compressed: bool,
+    compression: Compression,
     /// Rows counted per owned table.
     rows: BTreeMap<String, u64>,
     /// The open COPY block: table, number of columns, rows so far.
@@ -356,7 +353,7 @@ struct PgDump {
 }
 
 impl Reader {
-    fn new(mut lines: Lines, auth: &Auth, compressed: bool) -> Result<Self> {
+    fn new(mut lines: Lines, auth: &Auth, compression: Compression) -> Result<Self> {
         let Some(first) = lines.next_line()? else {
             return Err(corrupt("the file is empty"));
         };
@@ -399,7 +396,7 @@ impl Reader {
             hasher,
             mac,
             auth: auth.clone(),
-            compressed,
+            compression,
             rows: BTreeMap::new(),
             copy: None,
             format,
@@ -805,7 +802,7 @@ impl Reader {
             header,
             sha256: sha256.expect("the trailer step ran"),
             rows: std::mem::take(&mut self.rows),
-            compressed: self.compressed,
+            compression: self.compression,
             signed,
             authenticated,
             inferred: BTreeMap::new(),
@@ -1127,7 +1124,7 @@ impl Reader {
             header: Header::default(),
             sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
             rows: std::mem::take(&mut self.rows),
-            compressed: self.compressed,
+            compression: self.compression,
             signed: false,
             authenticated: false,
             inferred: self.inferred(),
@@ -1205,7 +1202,7 @@ impl Reader {
             header: Header::default(),
             sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
             rows: std::mem::take(&mut self.rows),
-            compressed: self.compressed,
+            compression: self.compression,
             signed: false,
             authenticated: false,
             inferred: self.inferred(),
@@ -1305,15 +1302,11 @@ fn parse_setval(line: &str) -> Option<(&'static str, i64)> {
 /// Reads `bytes` as a backup from memory with `auth`, to the end: what verify does, for the
 /// fuzzers and the corpus replay test. Never panics, whatever the bytes.
 pub fn verify_bytes(bytes: &[u8], auth: &Auth) -> Result<Verified> {
-    let compressed = bytes.starts_with(&[0x1f, 0x8b]);
-    let inner: Box<dyn BufRead + Send> = if compressed {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
-            io::Cursor::new(bytes.to_vec()),
-        )))
-    } else {
-        Box::new(io::Cursor::new(bytes.to_vec()))
-    };
-    let mut r = Reader::new(Lines::new(inner), auth, compressed)?;
+    let compression = Compression::of_magic(bytes);
+    let inner = compression
+        .decoder(io::Cursor::new(bytes.to_vec()))
+        .map_err(|e| corrupt(format!("the file cannot be read as a backup: {e}")))?;
+    let mut r = Reader::new(Lines::new(inner), auth, compression)?;
     while !matches!(r.next_event()?, Event::End) {}
     r.finish()
 }

@@ -21,6 +21,7 @@ pub struct BackupInfo {
     duration_s: Option<f64>,
     format: &'static str,
     compressed: bool,
+    compression: Option<&'static str>,
     schema_version: Option<i32>,
     server_version: Option<String>,
     problem: Option<String>,
@@ -47,6 +48,7 @@ impl BackupInfo {
         d.set_item("duration_s", self.duration_s)?;
         d.set_item("format", self.format)?;
         d.set_item("compressed", self.compressed)?;
+        d.set_item("compression", self.compression)?;
         d.set_item("schema_version", self.schema_version)?;
         d.set_item("server_version", &self.server_version)?;
         d.set_item("verified", self.problem.is_none())?;
@@ -93,7 +95,8 @@ impl From<backup::BackupInfo> for BackupInfo {
             rows: i.rows,
             duration_s: i.duration_s,
             format: i.kind.as_str(),
-            compressed: i.compressed,
+            compressed: i.compression != backup::format::Compression::None,
+            compression: i.compression.as_str(),
             schema_version: i.schema_version,
             server_version: i.server_version,
             problem: i.problem,

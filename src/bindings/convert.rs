@@ -79,6 +79,26 @@ pub fn keep_arg(keep: Count) -> Result<usize, Error> {
         })
 }
 
+/// `compress=` of a backup: False (none), True (zstd, the default compressed format), or the
+/// name "zstd" / "gzip".
+pub fn compression_arg(value: &Bound<'_, PyAny>) -> PyResult<crate::backup::format::Compression> {
+    use crate::backup::format::Compression;
+    if let Ok(on) = value.extract::<bool>() {
+        return Ok(if on {
+            Compression::Zstd
+        } else {
+            Compression::None
+        });
+    }
+    match value.extract::<String>().as_deref() {
+        Ok("zstd") => Ok(Compression::Zstd),
+        Ok("gzip") => Ok(Compression::Gzip),
+        _ => {
+            Err(Error::invalid("compress must be False, True (zstd), \"zstd\" or \"gzip\"").into())
+        }
+    }
+}
+
 pub fn opt_str(t: Option<&Text>) -> Option<&str> {
     t.map(Text::as_str)
 }

@@ -382,15 +382,18 @@ impl JobManager {
     }
 
     /// Backs up the owned tables to `backup_dir`, then keeps the newest `keep` (None: all).
-    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=false))]
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=None))]
     fn backup_database(
         &self,
         py: Python<'_>,
         backup_dir: std::path::PathBuf,
         keep: Option<super::convert::Count>,
-        compress: bool,
+        compress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<BackupInfo> {
         let keep = keep.map(super::convert::keep_arg).transpose()?;
+        let compress = compress.map_or(Ok(backup::format::Compression::None), |c| {
+            super::convert::compression_arg(c)
+        })?;
         let auth = backup::Auth::from_env()?;
         Ok(py
             .detach(|| backup::backup_database(&self.pool, &backup_dir, keep, compress, &auth))?
