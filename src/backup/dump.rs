@@ -9,6 +9,7 @@ use postgres::{Client, IsolationLevel, Transaction};
 use super::format::{
     add_columns_sql, catalog_columns, copy_columns, history_insert_sql, pinned_settings_sql,
     setval_sql, HashingWriter, Header, DATA_TABLES, END_MARKER, FORMAT_VERSION, HISTORY_DDL,
+    TRUNCATE_SQL,
 };
 use crate::errors::{Error, Result};
 use crate::pool::Context;
@@ -16,24 +17,35 @@ use crate::schema::{self, MIGRATIONS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Writes the whole backup of the owned tables to `out`; returns its header.
-pub fn write_backup(
-    client: &mut Client,
-    out: &mut HashingWriter,
-    created_at: DateTime<Utc>,
-) -> Result<Header> {
+/// The backup's snapshot: one REPEATABLE READ, READ ONLY transaction with the session
+/// settings pinned (the text of dates, intervals and floats must not depend on the database's
+/// defaults) and row security off (a policy that would hide rows is an error, never a short
+/// backup).
+pub fn begin_snapshot(client: &mut Client) -> Result<Transaction<'_>> {
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .context("starting the backup snapshot")?;
-    // The text of dates, intervals and floats must not depend on the database's defaults.
-    tx.batch_execute(&pinned_settings_sql())
-        .context("starting the backup snapshot")?;
-    let (header, history) = read_header(&mut tx, created_at)?;
-    write_body(&mut tx, &header, &history, out)?;
-    tx.commit().context("ending the backup snapshot")?;
+    tx.batch_execute(&format!(
+        "{}SET LOCAL row_security = off;",
+        pinned_settings_sql()
+    ))
+    .context("starting the backup snapshot")?;
+    Ok(tx)
+}
+
+/// Writes the backup from a transaction that already sees a consistent state with its
+/// settings pinned: the backup's own snapshot, or a restore's transaction holding the owned
+/// tables' locks (its safety backup: no row can be added between it and the load).
+pub fn write_snapshot(
+    tx: &mut Transaction<'_>,
+    out: &mut HashingWriter,
+    created_at: DateTime<Utc>,
+) -> Result<Header> {
+    let (header, history) = read_header(tx, created_at)?;
+    write_body(tx, &header, &history, out)?;
     Ok(header)
 }
 
@@ -84,7 +96,8 @@ fn read_header(
             .columns
             .insert(table.to_owned(), catalog_columns(table, &columns)?);
         let count: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            // ONLY: COPY reads the table's own rows, never those of tables inheriting from it.
+            .query_one(&format!("SELECT count(*) FROM ONLY {table}"), &[])
             .context("counting rows")?
             .get(0);
         header
@@ -137,7 +150,7 @@ fn write_body(
     for (table, columns) in &header.columns {
         writeln!(out, "{}", add_columns_sql(table, columns)).map_err(io)?;
     }
-    writeln!(out, "-- data\nTRUNCATE TABLE download_queue, jobs;").map_err(io)?;
+    writeln!(out, "-- data\n{TRUNCATE_SQL}").map_err(io)?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     for table in DATA_TABLES {

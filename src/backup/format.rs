@@ -292,6 +292,11 @@ pub fn setval_sql(table: &str, value: i64, is_called: bool) -> String {
     )
 }
 
+/// Empties the owned tables, and only them (not tables that inherit from them).
+pub const TRUNCATE_SQL: &str = "TRUNCATE TABLE ONLY download_queue, ONLY jobs;";
+/// What format 1 files wrote.
+pub const TRUNCATE_SQL_V1: &str = "TRUNCATE TABLE download_queue, jobs;";
+
 pub const HISTORY_DDL: &str = "CREATE TABLE IF NOT EXISTS job_manager_schema_history (version \
                                integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, \
                                applied_at timestamptz NOT NULL DEFAULT now(), execution_ms \

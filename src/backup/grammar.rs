@@ -343,56 +343,104 @@ fn push_copy_text(row: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// The rows of one pg_dump `INSERT` statement (`--inserts`, `--column-inserts`,
-/// `--rows-per-insert`), everything after `VALUES`, turned into COPY text rows (each with its
-/// newline). Only pg_dump's literal syntax is accepted: `NULL`, numbers, `true`/`false`,
-/// quoted strings with doubled quotes, and `E''` strings with `\\` and `\'`. Anything else (a
-/// function call, a cast, a sub-select, a comment) is refused: nothing here is ever executed.
-pub fn insert_rows(values: &str, columns: usize) -> Result<Vec<Vec<u8>>, Refusal> {
-    let mut rows = Vec::new();
-    let mut rest = values.trim_start_matches([' ', '\n', '\t']);
-    loop {
-        rest = rest
-            .strip_prefix('(')
-            .ok_or_else(|| "an INSERT row must start with (".to_owned())?;
-        let mut row = Vec::new();
-        let mut fields = 0;
-        loop {
-            rest = rest.trim_start_matches(' ');
-            if fields > 0 {
-                row.push(b'\t');
-            }
-            rest = insert_value(rest, &mut row)?;
-            fields += 1;
-            rest = rest.trim_start_matches(' ');
-            if let Some(r) = rest.strip_prefix(',') {
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix(')') {
-                rest = r;
-                break;
-            } else {
-                return Err("a malformed INSERT row (expected , or ))".into());
-            }
+/// Where the reading of one pg_dump `INSERT` statement's rows stands (`--inserts`,
+/// `--column-inserts`, `--rows-per-insert`): rows are parsed one at a time from the
+/// statement's text, so memory stays at the statement's size however many rows it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct InsertCursor {
+    /// Byte offset of what is left to read, after `VALUES`.
+    pub pos: usize,
+    after_row: bool,
+    /// `standard_conforming_strings` was on where the dump was written (a backslash in a
+    /// plain string is then an ordinary character).
+    pub std_strings: bool,
+}
+
+impl InsertCursor {
+    pub fn new(pos: usize, std_strings: bool) -> Self {
+        InsertCursor {
+            pos,
+            after_row: false,
+            std_strings,
         }
-        if fields != columns {
-            return Err(format!(
-                "an INSERT row with {fields} values where the table has {columns} columns"
-            ));
-        }
-        row.push(b'\n');
-        rows.push(row);
-        if rest == ";" {
-            return Ok(rows);
-        }
-        rest = rest
-            .strip_prefix(',')
-            .ok_or_else(|| "a malformed INSERT statement (expected , or ; after a row)".to_owned())?
-            .trim_start_matches([' ', '\n', '\t']);
     }
 }
 
+/// The next row of an INSERT statement as a COPY text row (with its newline), or `None` after
+/// its last row. Only pg_dump's literal syntax is accepted: `NULL`, numbers, `true`/`false`,
+/// quoted strings with doubled quotes, and `E''` strings with `\\` and `\'`. Anything else (a
+/// function call, a cast, a sub-select, a comment, a second statement) is refused: nothing
+/// here is ever executed.
+pub fn next_insert_row(
+    text: &str,
+    cursor: &mut InsertCursor,
+    columns: usize,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    let blanks = [' ', '\n', '\t'];
+    let mut rest = text.get(cursor.pos..).unwrap_or("");
+    if cursor.after_row {
+        if rest == ";" {
+            cursor.pos = text.len();
+            return Ok(None);
+        }
+        rest = rest.strip_prefix(',').ok_or_else(|| {
+            "a malformed INSERT statement (expected , or ; after a row)".to_owned()
+        })?;
+    }
+    rest = rest
+        .trim_start_matches(blanks)
+        .strip_prefix('(')
+        .ok_or_else(|| "an INSERT row must start with (".to_owned())?;
+    let mut row = Vec::new();
+    let mut fields = 0;
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if fields > 0 {
+            row.push(b'\t');
+        }
+        rest = insert_value(rest, &mut row, cursor.std_strings)?;
+        fields += 1;
+        if fields > columns {
+            break;
+        }
+        rest = rest.trim_start_matches(' ');
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix(')') {
+            rest = r;
+            break;
+        } else {
+            return Err("a malformed INSERT row (expected , or ))".into());
+        }
+    }
+    if fields != columns {
+        return Err(format!(
+            "an INSERT row with {} values where the table has {columns} columns",
+            if fields > columns {
+                "more".to_owned()
+            } else {
+                fields.to_string()
+            }
+        ));
+    }
+    row.push(b'\n');
+    cursor.pos = text.len() - rest.len();
+    cursor.after_row = true;
+    Ok(Some(row))
+}
+
+/// Every row of an INSERT statement's `VALUES` part (tests and small statements).
+pub fn insert_rows(values: &str, columns: usize) -> Result<Vec<Vec<u8>>, Refusal> {
+    let mut cursor = InsertCursor::new(0, true);
+    let mut rows = Vec::new();
+    while let Some(row) = next_insert_row(values, &mut cursor, columns)? {
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// One literal at the start of `s`, appended to `row` as a COPY field; returns the rest.
-fn insert_value<'a>(s: &'a str, row: &mut Vec<u8>) -> Result<&'a str, Refusal> {
+fn insert_value<'a>(s: &'a str, row: &mut Vec<u8>, std_strings: bool) -> Result<&'a str, Refusal> {
     if let Some(rest) = s.strip_prefix("NULL") {
         row.extend_from_slice(b"\\N");
         return Ok(rest);
@@ -403,7 +451,11 @@ fn insert_value<'a>(s: &'a str, row: &mut Vec<u8>) -> Result<&'a str, Refusal> {
             return Ok(rest);
         }
     }
-    if let Some(body) = s.strip_prefix("E'") {
+    // With standard_conforming_strings off, pg_dump writes backslash escapes in plain strings.
+    let escaped = s
+        .strip_prefix("E'")
+        .or_else(|| s.strip_prefix('\'').filter(|_| !std_strings));
+    if let Some(body) = escaped {
         let mut text = String::new();
         let mut chars = body.char_indices();
         while let Some((i, c)) = chars.next() {
@@ -563,7 +615,7 @@ pub enum Quote {
 /// Scans one line of a statement (pg_dump's `INSERT`, whose strings may hold line breaks),
 /// keeping track of quotes across lines. True when the line ends the statement: its last
 /// character outside quotes, blanks aside, is `;`.
-pub fn scan_statement_line(line: &str, quote: &mut Quote) -> bool {
+pub fn scan_statement_line(line: &str, quote: &mut Quote, std_strings: bool) -> bool {
     let mut ends = false;
     let mut prev = ' ';
     let mut chars = line.chars().peekable();
@@ -572,7 +624,7 @@ pub fn scan_statement_line(line: &str, quote: &mut Quote) -> bool {
             Quote::Outside => match c {
                 '\'' => {
                     ends = false;
-                    *quote = if matches!(prev, 'E' | 'e') {
+                    *quote = if matches!(prev, 'E' | 'e') || !std_strings {
                         Quote::Escaped
                     } else {
                         Quote::Plain
@@ -664,6 +716,112 @@ impl Guess {
         };
         SqlType::parse(name).expect("a built-in type")
     }
+}
+
+/// Tracks strings, dollar-quoted bodies and comments across the lines of the SQL statements
+/// of a pg_dump that are not data (a function's body may hold lines that look like `COPY` or
+/// `INSERT INTO public.jobs`): while a line starts inside such a body it means nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SqlScan {
+    quote: Quote,
+    dollar: Option<Vec<u8>>,
+}
+
+impl SqlScan {
+    /// The next line starts inside a string or a dollar-quoted body.
+    pub fn inside(&self) -> bool {
+        self.quote != Quote::Outside || self.dollar.is_some()
+    }
+
+    pub fn feed(&mut self, line: &str, std_strings: bool) {
+        let b = line.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if let Some(tag) = &self.dollar {
+                if b[i..].starts_with(tag) {
+                    i += tag.len();
+                    self.dollar = None;
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            match self.quote {
+                Quote::Plain | Quote::Escaped => {
+                    let escape = b[i] == b'\\' && self.quote == Quote::Escaped;
+                    if escape || (b[i] == b'\'' && b.get(i + 1) == Some(&b'\'')) {
+                        i += 2;
+                    } else {
+                        if b[i] == b'\'' {
+                            self.quote = Quote::Outside;
+                        }
+                        i += 1;
+                    }
+                    continue;
+                }
+                Quote::Outside => {}
+            }
+            match b[i] {
+                b'-' if b.get(i + 1) == Some(&b'-') => return,
+                b'\'' => {
+                    let e = i > 0 && matches!(b[i - 1], b'E' | b'e');
+                    self.quote = if e || !std_strings {
+                        Quote::Escaped
+                    } else {
+                        Quote::Plain
+                    };
+                    i += 1;
+                }
+                b'$' if i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_') => {
+                    match dollar_tag_len(&b[i..]) {
+                        Some(len) => {
+                            self.dollar = Some(b[i..i + len].to_vec());
+                            i += len;
+                        }
+                        None => i += 1,
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+    }
+}
+
+/// The length of a dollar-quote tag at the start of `b` (`$$`, `$body$`), if there is one.
+fn dollar_tag_len(b: &[u8]) -> Option<usize> {
+    let rest = b.get(1..)?;
+    let name = rest
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+        .count();
+    if name > 0 && rest[0].is_ascii_digit() {
+        return None;
+    }
+    (rest.get(name) == Some(&b'$')).then_some(name + 2)
+}
+
+/// A CSV field that looks like a date written with a DateStyle other than ISO
+/// (`05/11/2026`, `05.11.2026`, `11-05-2026`): which of day and month comes first cannot be
+/// known, so it is refused rather than guessed.
+pub fn is_ambiguous_date(field: &str) -> bool {
+    let b = field.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let sep = |i: usize| matches!(b.get(i), Some(b'/' | b'.' | b'-'));
+    // d/m/y with one- or two-digit day and month, or y/m/d with slashes or dots.
+    for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+        let s1 = first;
+        let s2 = first + 1 + second;
+        if digits(0..first)
+            && sep(s1)
+            && digits(s1 + 1..s2)
+            && b.get(s2) == b.get(s1)
+            && digits(s2 + 1..s2 + 3)
+        {
+            return true;
+        }
+    }
+    digits(0..4) && matches!(b.get(4), Some(b'/' | b'.')) && digits(5..6)
 }
 
 /// Up to 40 characters of `s`, escaped, for a message (never more of a file's content).
@@ -824,6 +982,51 @@ mod tests {
         ] {
             assert!(insert_rows(hostile, 2).is_err(), "{hostile:?} was accepted");
         }
+        // standard_conforming_strings off: backslashes escape in plain strings.
+        let mut cursor = InsertCursor::new(0, false);
+        assert_eq!(
+            next_insert_row("(1, 'C:\\\\path it\\'s');", &mut cursor, 2).unwrap(),
+            Some(b"1\tC:\\\\path it's\n".to_vec())
+        );
+    }
+
+    #[test]
+    fn function_bodies_and_strings_are_tracked_across_lines() {
+        let mut scan = SqlScan::default();
+        scan.feed("CREATE FUNCTION f() RETURNS void AS $body$", true);
+        assert!(scan.inside());
+        scan.feed("INSERT INTO public.jobs (prompt_text) VALUES ('x');", true);
+        assert!(scan.inside());
+        scan.feed("$body$;", true);
+        assert!(!scan.inside());
+        scan.feed("SELECT 'it''s -- not a comment", true);
+        assert!(scan.inside());
+        scan.feed("'; -- a comment 'with a quote", true);
+        assert!(!scan.inside());
+        scan.feed("SELECT $1, a$b$c", true);
+        assert!(!scan.inside());
+    }
+
+    #[test]
+    fn ambiguous_dates() {
+        for d in [
+            "05/11/2026 10:00:00",
+            "5.11.2026",
+            "11-05-2026",
+            "2026/11/05",
+        ] {
+            assert!(is_ambiguous_date(d), "{d}");
+        }
+        for d in [
+            "2026-11-05 10:00:00",
+            "12",
+            "1.5",
+            "a/b/c",
+            "IMAGE_TEST",
+            "10-20",
+        ] {
+            assert!(!is_ambiguous_date(d), "{d}");
+        }
     }
 
     #[test]
@@ -862,21 +1065,24 @@ mod tests {
         let mut q = Quote::default();
         assert!(scan_statement_line(
             "INSERT INTO t VALUES (1, 'a;');",
-            &mut q
+            &mut q,
+            true
         ));
         assert!(!scan_statement_line(
             "INSERT INTO t VALUES (1, 'line one;",
-            &mut q
+            &mut q,
+            true
         ));
         assert_eq!(q, Quote::Plain);
-        assert!(!scan_statement_line("it''s; still', 2)", &mut q));
-        assert!(scan_statement_line(";", &mut q));
+        assert!(!scan_statement_line("it''s; still', 2)", &mut q, true));
+        assert!(scan_statement_line(";", &mut q, true));
         let mut e = Quote::default();
         assert!(!scan_statement_line(
             "INSERT INTO t VALUES (E'a\\';",
-            &mut e
+            &mut e,
+            true
         ));
-        assert!(scan_statement_line("b');", &mut e));
+        assert!(scan_statement_line("b');", &mut e, true));
     }
     #[test]
     fn guesses_for_columns_without_a_type() {

@@ -82,18 +82,13 @@ pub fn import_jobs(
     let verified = file.verify(auth)?;
     pool.run(|c| {
         if super::owned_tables_exist(c.client())? {
-            restore::check_no_foreign_triggers(c.client())?;
+            restore::check_no_outside_effects(c.client(), false)?;
         }
         Ok(())
     })?;
     pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
-    let safety_backup = match safety_dir {
-        Some(dir) => Some(
-            super::backup_database(pool, dir, None, super::format::Compression::None, auth)?.path,
-        ),
-        None => None,
-    };
-    let (added, skipped, remapped) = pool.run(|c| merge(c.client(), &file, auth, &verified))?;
+    let (added, skipped, remapped, safety_backup) =
+        pool.run(|c| merge(c.client(), &file, auth, &verified, safety_dir))?;
     pool.run(|c| {
         crate::maintenance::analyze_after_load(
             c.client(),
@@ -128,8 +123,10 @@ fn merge(
     file: &BackupFile,
     auth: &Auth,
     v: &Verified,
-) -> Result<(Counts, Counts, Counts)> {
+    safety_dir: Option<&Path>,
+) -> Result<(Counts, Counts, Counts, Option<PathBuf>)> {
     let mut tx = restore::begin(client, false)?;
+    let safety = restore::safety_backup(&mut tx, safety_dir, auth)?;
     let (staged, _sequences) = restore::stage_file(&mut tx, file, auth, v)?;
     let (mut added, mut skipped, mut remapped) = (Counts::new(), Counts::new(), Counts::new());
     let Some(job_cols) = staged.get("jobs") else {
@@ -137,21 +134,12 @@ fn merge(
     };
     let what = "merging the file's jobs";
     let staged_jobs = count(&mut tx, "SELECT count(*) FROM jm_restore_jobs", what)?;
-    // Every new id comes after every id in the table and in the file, so an id kept from the
-    // file never meets one drawn from the sequence.
-    for table in ["jobs", "download_queue"] {
-        let stage_max = if staged.contains_key(table) {
-            format!("(SELECT max(id) FROM jm_restore_{table})")
-        } else {
-            "0".to_owned()
-        };
-        tx.batch_execute(&format!(
-            "SELECT pg_catalog.setval(pg_get_serial_sequence('{table}', 'id'), \
-             GREATEST((SELECT max(id) FROM {table}), {stage_max}, 1))"
-        ))
-        .context(what)?;
-    }
-    tx.batch_execute(
+    // New ids come after every id in the table, in the file and ever drawn from the
+    // sequence, so an id kept from the file never meets a new one; the sequence itself is
+    // moved only once the rows are in, never by a merge that is refused.
+    let base = id_base(&mut tx, "jobs", true, what)?;
+    restore::number_rows_without_id(&mut tx, "jobs", base)?;
+    tx.batch_execute(&format!(
         "CREATE TEMP TABLE jm_job_map ON COMMIT DROP AS
          WITH fresh AS (
              SELECT DISTINCT ON (s.prompt_text) s.ctid AS row_ref, s.id AS old_id
@@ -163,13 +151,17 @@ fn merge(
                     row_number() OVER (PARTITION BY old_id ORDER BY row_ref) AS n
              FROM fresh
          )
+         , decided AS (
+             SELECT row_ref, old_id,
+                    (n = 1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = old_id)) AS keep
+             FROM ranked
+         )
          SELECT row_ref, old_id,
-                CASE WHEN old_id IS NOT NULL AND n = 1
-                          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = old_id)
-                     THEN old_id
-                     ELSE nextval(pg_get_serial_sequence('jobs', 'id'))::integer END AS new_id
-         FROM ranked",
-    )
+                CASE WHEN keep THEN old_id
+                     ELSE ({base} + row_number() OVER (PARTITION BY keep ORDER BY row_ref))::integer
+                END AS new_id
+         FROM decided"
+    ))
     .context(what)?;
     let n = insert_mapped(&mut tx, "jobs", job_cols, "jm_job_map", what)?;
     added.insert("jobs".into(), n);
@@ -189,8 +181,10 @@ fn merge(
             "SELECT count(*) FROM jm_restore_download_queue",
             what,
         )?;
+        let base = id_base(&mut tx, "download_queue", true, what)?;
+        restore::number_rows_without_id(&mut tx, "download_queue", base)?;
         // Only the downloads of jobs this import added, pointed at those jobs' new ids.
-        tx.batch_execute(
+        tx.batch_execute(&format!(
             "CREATE TEMP TABLE jm_download_map ON COMMIT DROP AS
              WITH jobs_added AS (
                  SELECT DISTINCT ON (old_id) old_id, new_id FROM jm_job_map
@@ -200,14 +194,18 @@ fn merge(
                         row_number() OVER (PARTITION BY d.id ORDER BY d.ctid) AS n
                  FROM jm_restore_download_queue d JOIN jobs_added m ON m.old_id = d.job_id
              )
+             , decided AS (
+                 SELECT row_ref, old_id, job_id,
+                        (n = 1 AND NOT EXISTS (SELECT 1 FROM download_queue q
+                                               WHERE q.id = old_id)) AS keep
+                 FROM fresh
+             )
              SELECT row_ref, old_id, job_id,
-                    CASE WHEN old_id IS NOT NULL AND n = 1
-                              AND NOT EXISTS (SELECT 1 FROM download_queue q WHERE q.id = old_id)
-                         THEN old_id
-                         ELSE nextval(pg_get_serial_sequence('download_queue', 'id'))::integer
+                    CASE WHEN keep THEN old_id
+                         ELSE ({base} + row_number() OVER (PARTITION BY keep ORDER BY row_ref))::integer
                     END AS new_id
-             FROM fresh",
-        )
+             FROM decided"
+        ))
         .context(what)?;
         let n = insert_mapped(&mut tx, "download_queue", dl_cols, "jm_download_map", what)?;
         added.insert("download_queue".into(), n);
@@ -221,12 +219,30 @@ fn merge(
             )?,
         );
     }
+    // Never backwards: ids drawn before stay drawn (a deleted job's id is not handed out again).
     for table in ["jobs", "download_queue"] {
-        tx.batch_execute(&setval_sql(table, 1, true))
+        let last = id_base(&mut tx, table, false, "setting the id sequences")?;
+        tx.batch_execute(&setval_sql(table, last, true))
             .context("setting the id sequences")?;
     }
     tx.commit().context("committing the import")?;
-    Ok((added, skipped, remapped))
+    Ok((added, skipped, remapped, safety))
+}
+
+/// The largest id in the table, in its sequence's past and (with `staged`) in the file.
+fn id_base(tx: &mut Transaction<'_>, table: &str, staged: bool, what: &str) -> Result<i64> {
+    let stage = if staged {
+        format!("(SELECT max(id) FROM jm_restore_{table})")
+    } else {
+        "0".to_owned()
+    };
+    let sql = format!(
+        "SELECT GREATEST(
+             coalesce(pg_sequence_last_value(pg_get_serial_sequence('{table}', 'id')::regclass), 0),
+             (SELECT coalesce(max(id), 0) FROM {table}),
+             coalesce({stage}, 0))::bigint"
+    );
+    Ok(tx.query_one(&sql, &[]).context(what)?.get(0))
 }
 
 /// `INSERT INTO table (id, cols...) SELECT map.new_id, ... FROM stage JOIN map`: the file's

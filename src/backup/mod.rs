@@ -224,20 +224,11 @@ pub fn backup_database(
     files::ensure_dir(dir)?;
     check_free_space(pool, dir, compression)?;
     let (path, header, sha256) = pool.run(|c| {
-        let (tmp, file) = files::TempFile::create(dir)?;
-        let writer_error =
-            |e: std::io::Error| Error::Backup(format!("cannot start the backup writer: {e}"));
-        let sink = format::Sink::new(file, compression).map_err(writer_error)?;
-        let mut out = format::HashingWriter::new(sink, auth.key.as_ref()).map_err(writer_error)?;
-        let header = dump::write_backup(c.client(), &mut out, Utc::now())?;
-        let (sha256, sink) = out
-            .finish()
-            .map_err(|e| Error::Backup(format!("writing the backup failed: {e}")))?;
-        let file = sink
-            .finish()
-            .map_err(|e| Error::Backup(format!("writing the backup failed: {e}")))?;
-        let path = tmp.publish(file, dir, compression)?;
-        Ok((path, header, sha256))
+        let mut tx = dump::begin_snapshot(c.client())?;
+        let written = write_backup_file(&mut tx, dir, compression, auth)?;
+        tx.commit()
+            .map_err(|e| Error::from_postgres("ending the backup snapshot", &e))?;
+        Ok(written)
     })?;
     let duration_s = started.elapsed().as_secs_f64();
     let rows: BTreeMap<String, u64> = format::DATA_TABLES
@@ -287,6 +278,27 @@ fn owned_tables_exist(client: &mut postgres::Client) -> Result<bool> {
         )
         .map_err(|e| Error::from_postgres("checking the owned tables", &e))?
         .get(0))
+}
+
+/// Writes one backup file of what `tx` sees into `dir`: a temporary file, published under its
+/// backup name once complete and synced. Returns its path, header and SHA-256.
+pub(crate) fn write_backup_file(
+    tx: &mut postgres::Transaction<'_>,
+    dir: &Path,
+    compression: format::Compression,
+    auth: &Auth,
+) -> Result<(PathBuf, format::Header, String)> {
+    let (tmp, file) = files::TempFile::create(dir)?;
+    let writer_error =
+        |e: std::io::Error| Error::Backup(format!("cannot start the backup writer: {e}"));
+    let sink = format::Sink::new(file, compression).map_err(writer_error)?;
+    let mut out = format::HashingWriter::new(sink, auth.key.as_ref()).map_err(writer_error)?;
+    let header = dump::write_snapshot(tx, &mut out, Utc::now())?;
+    let write_error = |e: std::io::Error| Error::Backup(format!("writing the backup failed: {e}"));
+    let (sha256, sink) = out.finish().map_err(write_error)?;
+    let file = sink.finish().map_err(write_error)?;
+    let path = tmp.publish(file, dir, compression)?;
+    Ok((path, header, sha256))
 }
 
 /// Refuses a backup that certainly cannot fit, before writing anything: the file takes at
@@ -346,18 +358,16 @@ pub fn restore_database(
     let verified = file.verify(auth)?;
     pool.run(|c| {
         if owned_tables_exist(c.client())? {
-            restore::check_no_outside_effects(c.client())?;
+            restore::check_no_outside_effects(c.client(), true)?;
         }
         Ok(())
     })?;
     pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
-    let safety_backup = match safety_dir {
-        Some(dir) => Some(backup_database(pool, dir, None, format::Compression::None, auth)?.path),
-        None => None,
-    };
-    let rows = pool.run(|c| match verified.kind {
-        Kind::JobManager => restore::restore_ours(c.client(), &file, auth, &verified),
-        Kind::PgDump | Kind::Csv => restore::restore_staged(c.client(), &file, auth, &verified),
+    let (rows, safety_backup) = pool.run(|c| match verified.kind {
+        Kind::JobManager => restore::restore_ours(c.client(), &file, auth, &verified, safety_dir),
+        Kind::PgDump | Kind::Csv => {
+            restore::restore_staged(c.client(), &file, auth, &verified, safety_dir)
+        }
     })?;
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
     pool.run(|c| {

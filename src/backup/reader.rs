@@ -23,9 +23,11 @@ use sha2::{Digest, Sha256};
 use super::format::{
     self, add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column,
     Compression, Header, Kind, DATA_TABLES, END_MARKER, HISTORY_DDL, HISTORY_TABLE, HMAC_TRAILER,
-    MAGIC, TRAILER,
+    MAGIC, TRAILER, TRUNCATE_SQL, TRUNCATE_SQL_V1,
 };
-use super::grammar::{self, CsvRecord, Guess, Ident, Quote, Refusal, SqlType};
+use super::grammar::{
+    self, CsvRecord, Guess, Ident, InsertCursor, Quote, Refusal, SqlScan, SqlType,
+};
 use super::key::{self, HmacSha256, Key};
 use crate::errors::{Error, Result};
 use crate::schema::MIGRATIONS;
@@ -289,8 +291,13 @@ enum Pending {
     CopyEnd,
 }
 
-/// An owned table's INSERT statement, parsed: the table, its columns, the rows as COPY text.
-type InsertRows = (&'static str, Vec<Ident>, Vec<Vec<u8>>);
+/// An owned table's INSERT statement whose rows are being handed out, one parsed at a time.
+struct Inserting {
+    table: &'static str,
+    columns: usize,
+    text: String,
+    cursor: InsertCursor,
+}
 
 /// An INSERT statement being read (its strings may span lines).
 struct Statement {
@@ -329,8 +336,10 @@ enum Step {
 /// one a restore can recreate (an error only if the restore needs the column).
 type Definition = (Ident, std::result::Result<SqlType, Refusal>);
 
-/// State of a plain pg_dump: only what it says about the owned tables is read.
+/// State of a plain pg_dump: only what it says about the owned tables is read. (Its flags
+/// are independent facts about the dump read so far.)
 #[derive(Default)]
+#[allow(clippy::struct_excessive_bools)]
 struct PgDump {
     /// The COPY data of a table we do not own is being skipped.
     skipping: bool,
@@ -340,8 +349,15 @@ struct PgDump {
     /// block of rows.
     group: Option<(&'static str, Vec<Ident>)>,
     pending: VecDeque<Pending>,
-    /// Columns of the open block that the dump gives no type for: (position, name).
-    untyped: Vec<(usize, Ident)>,
+    /// The INSERT statement whose rows are being handed out.
+    inserting: Option<Inserting>,
+    /// The dump said `SET standard_conforming_strings = off;`.
+    std_strings_off: bool,
+    /// Strings and dollar-quoted bodies of the dump's other statements.
+    scan: SqlScan,
+    /// Columns of the open block that the dump gives no type for: (position in the row,
+    /// position in the table's guesses).
+    untyped: Vec<(usize, usize)>,
     /// What the values of such columns look like, per table.
     guesses: BTreeMap<&'static str, Vec<(Ident, Guess)>>,
     seen_magic: bool,
@@ -610,7 +626,14 @@ impl Reader {
             steps.push_back(Step::Line(add_columns_sql(table, columns)));
         }
         steps.push_back(Step::Line("-- data".into()));
-        steps.push_back(Step::Line("TRUNCATE TABLE download_queue, jobs;".into()));
+        steps.push_back(Step::Line(
+            if header.format_version >= 2 {
+                TRUNCATE_SQL
+            } else {
+                TRUNCATE_SQL_V1
+            }
+            .into(),
+        ));
         for table in DATA_TABLES {
             steps.push_back(Step::Copy(table));
         }
@@ -835,22 +858,23 @@ impl Reader {
     fn start_block(&mut self, table: &'static str, columns: &[Ident]) {
         if let Format::PgDump(d) = &mut self.format {
             let defined = d.definitions.get(table);
-            d.untyped = columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| !defined.is_some_and(|defs| defs.iter().any(|(n, _)| n == *c)))
-                .map(|(i, c)| (i, c.clone()))
-                .collect();
             let guesses = d.guesses.entry(table).or_default();
-            for (_, c) in &d.untyped {
-                if !guesses.iter().any(|(n, _)| n == c) {
-                    guesses.push((c.clone(), Guess::Null));
+            d.untyped.clear();
+            for (i, c) in columns.iter().enumerate() {
+                if defined.is_some_and(|defs| defs.iter().any(|(n, _)| n == c)) {
+                    continue;
                 }
+                let slot = guesses.iter().position(|(n, _)| n == c).unwrap_or_else(|| {
+                    guesses.push((c.clone(), Guess::Null));
+                    guesses.len() - 1
+                });
+                d.untyped.push((i, slot));
             }
         }
     }
 
-    /// Updates the guesses with one checked row.
+    /// Updates the guesses with one checked row: linear in the row's length, and a column
+    /// already known to be text is not looked at again.
     fn observe(&mut self, table: &'static str) {
         let Format::PgDump(d) = &mut self.format else {
             return;
@@ -860,13 +884,18 @@ impl Reader {
         }
         let row = self.converted_row.as_deref().unwrap_or(&self.lines.buf);
         let row = row.strip_suffix(b"\n").unwrap_or(row);
-        let fields: Vec<&[u8]> = row.split(|b| *b == b'\t').collect();
         let guesses = d.guesses.entry(table).or_default();
-        for (i, name) in &d.untyped {
-            if let (Some(field), Some(slot)) =
-                (fields.get(*i), guesses.iter_mut().find(|(n, _)| n == name))
-            {
-                slot.1 = slot.1.and(Guess::of(field));
+        let mut wanted = d.untyped.iter().peekable();
+        for (i, field) in row.split(|b| *b == b'\t').enumerate() {
+            let Some((_, slot)) = wanted.next_if(|(at, _)| *at == i) else {
+                if wanted.peek().is_none() {
+                    break;
+                }
+                continue;
+            };
+            let guess = &mut guesses[*slot].1;
+            if *guess != Guess::Text {
+                *guess = guess.and(Guess::of(field));
             }
         }
     }
@@ -915,7 +944,8 @@ impl Reader {
         let Some(mut st) = self.pg().statement.take() else {
             return Ok(());
         };
-        let ended = grammar::scan_statement_line(&line, &mut st.quote);
+        let std_strings = !self.pg().std_strings_off;
+        let ended = grammar::scan_statement_line(&line, &mut st.quote, std_strings);
         if let Some(text) = &mut st.text {
             if !text.is_empty() {
                 text.push('\n');
@@ -935,28 +965,53 @@ impl Reader {
         let Some(text) = st.text else {
             return Ok(());
         };
-        let (table, columns, rows) = self.parse_insert(&text).map_err(|why| self.refuse(why))?;
+        let (table, columns, values) = self.parse_insert(&text).map_err(|why| self.refuse(why))?;
         let d = self.pg();
         if d.group.as_ref() != Some(&(table, columns.clone())) {
             if d.group.is_some() {
                 d.pending.push_back(Pending::CopyEnd);
             }
             d.pending.push_back(Pending::Copy(table, columns.clone()));
-            d.group = Some((table, columns));
+            d.group = Some((table, columns.clone()));
         }
-        d.pending
-            .extend(rows.into_iter().map(|row| Pending::Row(table, row)));
+        let cursor = InsertCursor::new(values, !d.std_strings_off);
+        d.inserting = Some(Inserting {
+            table,
+            columns: columns.len(),
+            text,
+            cursor,
+        });
         Ok(())
     }
 
-    /// `INSERT INTO public.jobs [(columns)] VALUES (...)[, (...)];` of an owned table.
-    fn parse_insert(&mut self, text: &str) -> std::result::Result<InsertRows, Refusal> {
+    /// The next row of the INSERT statement being handed out, parsed now.
+    fn next_inserted_row(&mut self) -> Result<Option<Event>> {
+        let Some(mut ins) = self.pg().inserting.take() else {
+            return Ok(None);
+        };
+        let row = grammar::next_insert_row(&ins.text, &mut ins.cursor, ins.columns)
+            .map_err(|why| self.refuse(why))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let table = ins.table;
+        self.pg().inserting = Some(ins);
+        self.hand_out(Pending::Row(table, row)).map(Some)
+    }
+
+    /// `INSERT INTO public.jobs [(columns)] VALUES (...)[, (...)];` of an owned table: the
+    /// table, its columns and where the rows start in `text`.
+    fn parse_insert(
+        &mut self,
+        text: &str,
+    ) -> std::result::Result<(&'static str, Vec<Ident>, usize), Refusal> {
         let bad = || "not an INSERT statement pg_dump writes".to_owned();
         let rest = text.strip_prefix("INSERT INTO public.").ok_or_else(bad)?;
         let (name, rest) = rest.split_once(' ').ok_or_else(bad)?;
         let table = owned(name).ok_or_else(bad)?;
         let (columns, rest) = if rest.starts_with('(') {
-            parse_column_list(rest)?
+            let (columns, rest) = parse_column_list(rest)?;
+            (columns, rest.strip_prefix(' ').ok_or_else(bad)?)
         } else {
             let defs = self.pg().definitions.get(table).ok_or_else(|| {
                 format!(
@@ -966,15 +1021,17 @@ impl Reader {
             })?;
             (defs.iter().map(|(n, _)| n.clone()).collect(), rest)
         };
-        let values = rest.strip_prefix(" VALUES").ok_or_else(bad)?;
-        let rows = grammar::insert_rows(values, columns.len())?;
-        Ok((table, columns, rows))
+        let values = rest.strip_prefix("VALUES").ok_or_else(bad)?;
+        Ok((table, columns, text.len() - values.len()))
     }
 
     fn next_pg_dump(&mut self) -> Result<Event> {
         loop {
             if let Some(pending) = self.pg().pending.pop_front() {
                 return self.hand_out(pending);
+            }
+            if let Some(event) = self.next_inserted_row()? {
+                return Ok(event);
             }
             if self.fetch(true)?.is_none() {
                 if self.pg().statement.is_some() {
@@ -995,6 +1052,12 @@ impl Reader {
                 continue;
             }
             let line = self.text()?.to_owned();
+            if self.pg().scan.inside() {
+                // Inside a string or a function's body: nothing here is a statement of ours.
+                let std_strings = !self.pg().std_strings_off;
+                self.pg().scan.feed(&line, std_strings);
+                continue;
+            }
             if let Some(rest) = line.strip_prefix("INSERT INTO ") {
                 let ours = rest
                     .strip_prefix("public.")
@@ -1097,6 +1160,14 @@ impl Reader {
             self.start_block(table, &columns);
             return Ok(Some(Event::Copy { table, columns }));
         }
+        match line {
+            "SET standard_conforming_strings = off;" => self.pg().std_strings_off = true,
+            "SET standard_conforming_strings = on;" => self.pg().std_strings_off = false,
+            _ => {
+                let std_strings = !self.pg().std_strings_off;
+                self.pg().scan.feed(line, std_strings);
+            }
+        }
         Ok(None)
     }
 
@@ -1186,6 +1257,18 @@ impl Reader {
                             "a CSV record with {} fields where the header names {columns}",
                             fields.len()
                         )));
+                    }
+                    if fields
+                        .iter()
+                        .flatten()
+                        .any(|f| grammar::is_ambiguous_date(f))
+                    {
+                        return Err(self.refuse(
+                            "a date that is not ISO (YYYY-MM-DD) in the CSV: whether day or month \
+                             comes first cannot be known; export it with DateStyle ISO \
+                             (PGDATESTYLE=ISO)"
+                                .into(),
+                        ));
                     }
                     *self.rows.entry("jobs".to_owned()).or_default() += 1;
                     self.converted_row = Some(grammar::csv_row(&fields));

@@ -9,10 +9,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use postgres::{Client, Transaction};
 
-use super::format::{add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql};
+use super::format::{
+    add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column, Compression,
+    TRUNCATE_SQL,
+};
 use super::grammar::Ident;
 use super::reader::{Auth, BackupFile, Event, Reader, Verified};
 use crate::errors::{Error, Result};
@@ -31,23 +35,92 @@ pub(super) fn begin(client: &mut Client, replacing: bool) -> Result<Transaction<
     let mut tx = client.transaction().context("starting the restore")?;
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '30s'; SET LOCAL client_min_messages = warning; {}
+         SET LOCAL row_security = off;
          LOCK TABLE jobs, download_queue IN ACCESS EXCLUSIVE MODE;",
         pinned_settings_sql()
     ))
     .context("starting the restore")?;
-    if replacing {
-        check_no_references(&mut tx)?;
-    }
-    check_no_foreign_triggers(&mut tx)?;
+    check_no_outside_effects(&mut tx, replacing)?;
     Ok(tx)
 }
 
-/// A restore replaces the owned tables' rows. When a table job_manager does not own refers
-/// to them, or a trigger someone added would fire on the load, the restore would change what
-/// it does not own: it is refused before anything changes, naming what is in the way.
-pub fn check_no_outside_effects(client: &mut impl postgres::GenericClient) -> Result<()> {
-    check_no_references(client)?;
-    check_no_foreign_triggers(client)
+/// The safety backup of the rows a restore or import is about to change, written from its
+/// own transaction after the owned tables are locked: no row can be added between the
+/// safety backup and the load.
+pub(super) fn safety_backup(
+    tx: &mut Transaction<'_>,
+    dir: Option<&Path>,
+    auth: &Auth,
+) -> Result<Option<PathBuf>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    super::files::ensure_dir(dir)?;
+    let (path, _, _) = super::write_backup_file(tx, dir, Compression::None, auth)?;
+    log::info!(
+        "safety backup of the rows before the restore: {}",
+        path.display()
+    );
+    Ok(Some(path))
+}
+
+/// A restore would change what it does not own if a table outside refers to the owned rows
+/// or inherits from the owned tables (`replacing`: rows are deleted), or if a trigger, a rule
+/// or an event trigger someone added would run on the load: it is refused before anything
+/// changes, naming what is in the way.
+pub fn check_no_outside_effects(
+    client: &mut impl postgres::GenericClient,
+    replacing: bool,
+) -> Result<()> {
+    if replacing {
+        check_no_references(client)?;
+        refuse_if_any(
+            client,
+            "SELECT format('%s inherits from %s', inhrelid::regclass::text,
+                           inhparent::regclass::text)
+             FROM pg_inherits
+             WHERE inhparent IN ('jobs'::regclass, 'download_queue'::regclass) ORDER BY 1",
+            "tables inherit from the owned tables",
+            "a restore empties the owned tables only, but their children would then hold rows \
+             no backup of job_manager holds; detach them first (ALTER TABLE ... NO INHERIT ...)",
+        )?;
+    }
+    check_no_foreign_triggers(client)?;
+    refuse_if_any(
+        client,
+        "SELECT format('%s on %s', rulename, ev_class::regclass::text) FROM pg_rewrite
+         WHERE ev_class IN ('jobs'::regclass, 'download_queue'::regclass)
+           AND rulename <> '_RETURN' ORDER BY 1",
+        "the owned tables carry rules that job_manager did not create",
+        "a restore would run them; drop them (DROP RULE ...) first",
+    )?;
+    refuse_if_any(
+        client,
+        "SELECT evtname::text FROM pg_event_trigger WHERE evtenabled <> 'D' ORDER BY 1",
+        "the database has enabled event triggers",
+        "they would run on the DDL a restore performs; disable them for the restore \
+         (ALTER EVENT TRIGGER ... DISABLE)",
+    )
+}
+
+/// Refuses when `sql` returns rows (one text column naming each obstacle).
+fn refuse_if_any(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    what: &str,
+    fix: &str,
+) -> Result<()> {
+    let rows = client
+        .query(sql, &[])
+        .context("checking what a restore would touch")?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Err(Error::Backup(format!(
+        "restore refused, nothing was changed: {what} ({}); {fix}, then restore",
+        list.join(", ")
+    )))
 }
 
 /// No table job_manager does not own has a foreign key to the owned tables.
@@ -110,6 +183,34 @@ pub fn check_no_foreign_triggers(client: &mut impl postgres::GenericClient) -> R
 /// transaction; the statements come from the server's own catalog functions.
 fn set_aside_indexes(tx: &mut Transaction<'_>) -> Result<Vec<String>> {
     let what = "setting the indexes aside during the restore";
+    // What a rebuild from pg_get_indexdef / pg_get_constraintdef would not carry over: then
+    // the rows are loaded into the indexes as they are.
+    let safe: bool = tx
+        .query_one(
+            "SELECT NOT EXISTS (
+                 SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE i.indrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+                   AND (i.indisreplident OR i.indisclustered OR c.reltablespace <> 0
+                        OR obj_description(i.indexrelid, 'pg_class') IS NOT NULL))
+             AND NOT EXISTS (
+                 SELECT 1 FROM pg_constraint
+                 WHERE conrelid IN ('jobs'::regclass, 'download_queue'::regclass)
+                   AND obj_description(oid, 'pg_constraint') IS NOT NULL)
+             AND NOT EXISTS (
+                 SELECT 1 FROM pg_class
+                 WHERE oid IN ('jobs'::regclass, 'download_queue'::regclass)
+                   AND relreplident = 'i')",
+            &[],
+        )
+        .context(what)?
+        .get(0);
+    if !safe {
+        log::info!(
+            "loading into the existing indexes: an index is clustered, a replica identity, in \
+             its own tablespace or commented, which a rebuild would not keep"
+        );
+        return Ok(Vec::new());
+    }
     let mut drops = Vec::new();
     let (mut keys, mut foreign) = (Vec::new(), Vec::new());
     for row in tx
@@ -215,14 +316,15 @@ pub fn restore_ours(
     file: &BackupFile,
     auth: &Auth,
     v: &Verified,
-) -> Result<BTreeMap<String, u64>> {
+    safety_dir: Option<&Path>,
+) -> Result<(BTreeMap<String, u64>, Option<PathBuf>)> {
     let header = &v.header;
     let mut tx = begin(client, true)?;
+    let safety = safety_backup(&mut tx, safety_dir, auth)?;
     for (table, columns) in &header.columns {
-        tx.batch_execute(&add_columns_sql(table, columns))
-            .context("adding the backup's columns")?;
+        add_missing_columns(&mut tx, table, columns)?;
     }
-    tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
+    tx.batch_execute(TRUNCATE_SQL)
         .context("emptying the owned tables")?;
     let indexes = set_aside_indexes(&mut tx)?;
     let mut reader = file.reader(auth)?;
@@ -250,7 +352,23 @@ pub fn restore_ours(
             .context("setting the id sequences")?;
     }
     tx.commit().context("committing the restore")?;
-    Ok(rows)
+    Ok((rows, safety))
+}
+
+/// Adds the columns of the file that the table lacks (only those: a statement that changes
+/// nothing is not run).
+fn add_missing_columns(tx: &mut Transaction<'_>, table: &str, columns: &[Column]) -> Result<()> {
+    let have = current_columns(tx, table)?;
+    let missing: Vec<Column> = columns
+        .iter()
+        .filter(|(name, _)| !have.iter().any(|h| h == name.as_str()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        tx.batch_execute(&add_columns_sql(table, &missing))
+            .context("adding the file's columns")?;
+    }
+    Ok(())
 }
 
 fn current_columns(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>> {
@@ -276,16 +394,21 @@ pub fn restore_staged(
     file: &BackupFile,
     auth: &Auth,
     v: &Verified,
-) -> Result<BTreeMap<String, u64>> {
+    safety_dir: Option<&Path>,
+) -> Result<(BTreeMap<String, u64>, Option<PathBuf>)> {
     if !v.rows.contains_key("jobs") {
         return Err(Error::Backup(
             "the file holds no rows for jobs; nothing was restored".into(),
         ));
     }
     let mut tx = begin(client, true)?;
-    tx.batch_execute("TRUNCATE TABLE download_queue, jobs")
+    let safety = safety_backup(&mut tx, safety_dir, auth)?;
+    tx.batch_execute(TRUNCATE_SQL)
         .context("emptying the owned tables")?;
     let (staged, sequences) = stage_file(&mut tx, file, auth, v)?;
+    for table in staged.keys() {
+        number_rows_without_id(&mut tx, table, 0)?;
+    }
     let indexes = set_aside_indexes(&mut tx)?;
     let rows = insert_staged(&mut tx, &staged)?;
     rebuild_indexes(&mut tx, &indexes)?;
@@ -295,7 +418,26 @@ pub fn restore_staged(
             .context("setting the id sequences")?;
     }
     tx.commit().context("committing the restore")?;
-    Ok(rows)
+    Ok((rows, safety))
+}
+
+/// Gives the staged rows that have no id (a CSV without an `id` column) ids after `base` and
+/// after every staged id, without drawing from the table's sequence: a refused load leaves
+/// the sequence as it was. Returns nothing; the sequence is set once the rows are in.
+pub(super) fn number_rows_without_id(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    base: i64,
+) -> Result<()> {
+    tx.batch_execute(&format!(
+        "UPDATE jm_restore_{table} s SET id = n.id
+         FROM (SELECT ctid AS row_ref,
+                      GREATEST({base}, (SELECT coalesce(max(id), 0) FROM jm_restore_{table}))
+                      + row_number() OVER (ORDER BY ctid) AS id
+               FROM jm_restore_{table} WHERE id IS NULL) n
+         WHERE s.ctid = n.row_ref"
+    ))
+    .context("numbering the rows without an id")
 }
 
 /// Reads the file again (the same descriptor) into temporary tables `jm_restore_<table>`,
@@ -337,7 +479,11 @@ fn insert_staged(
         let Some(cols) = staged.get(table) else {
             continue;
         };
-        let list = copy_columns(cols);
+        let id = Ident::new("id").expect("a valid name");
+        let cols: Vec<Ident> = std::iter::once(id.clone())
+            .chain(cols.iter().filter(|c| **c != id).cloned())
+            .collect();
+        let list = copy_columns(&cols);
         let select = cols
             .iter()
             .map(|c| {
@@ -390,10 +536,12 @@ fn stage_copy(
             .context("adding the dump's columns")?;
     }
     let stage = format!("jm_restore_{table}");
+    // No id default: staging must never draw from the table's sequence.
     tx.batch_execute(&format!(
-        "CREATE TEMP TABLE {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
+        "CREATE TEMP TABLE {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP;
+         ALTER TABLE {stage} ALTER COLUMN id DROP DEFAULT"
     ))
-    .context("staging the dump's rows")?;
+    .context("staging the file's rows")?;
     stream_copy(
         tx,
         reader,
