@@ -85,6 +85,7 @@ fn read_header(
             .query(
                 "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
                  WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
+                   AND attgenerated = ''
                  ORDER BY attnum",
                 &[&table],
             )

@@ -49,7 +49,8 @@ pub const HISTORY_TABLE: &str = crate::schema::HISTORY_TABLE;
 const RESTORE_HINT_V1: &str = "-- restore: python -m job_manager restore FILE, or psql -v \
                                ON_ERROR_STOP=1 --single-transaction -f FILE";
 const RESTORE_HINT: &str = "-- restore: python -m job_manager restore FILE (or, once python -m \
-                            job_manager verify FILE passes: psql -X -v ON_ERROR_STOP=1 -f FILE)";
+                            job_manager verify --for-psql FILE passes: psql -X -v ON_ERROR_STOP=1 \
+                            -f FILE)";
 
 /// The session settings a backup is written and restored with, as pg_dump pins them: the
 /// text of dates, intervals, floats and strings then means the same whatever the source or

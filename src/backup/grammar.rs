@@ -111,7 +111,7 @@ const TYPES: &[(&str, usize, &str)] = &[
     ("time", 1, " with time zone"),
     ("timestamp", 1, " without time zone"),
     ("timestamp", 1, " with time zone"),
-    ("interval", 0, ""),
+    ("interval", 1, ""),
     ("json", 0, ""),
     ("jsonb", 0, ""),
     ("uuid", 0, ""),
@@ -121,16 +121,49 @@ const TYPES: &[(&str, usize, &str)] = &[
     ("money", 0, ""),
     ("bit", 1, ""),
     ("bit varying", 1, ""),
+    ("interval year", 0, ""),
+    ("interval month", 0, ""),
+    ("interval day", 0, ""),
+    ("interval hour", 0, ""),
+    ("interval minute", 0, ""),
+    ("interval second", 1, ""),
+    ("interval year to month", 0, ""),
+    ("interval day to hour", 0, ""),
+    ("interval day to minute", 0, ""),
+    ("interval day to second", 1, ""),
+    ("interval hour to minute", 0, ""),
+    ("interval hour to second", 1, ""),
+    ("interval minute to second", 1, ""),
+    ("\"char\"", 0, ""),
+    ("name", 0, ""),
+    ("oid", 0, ""),
+    ("xml", 0, ""),
+    ("tsvector", 0, ""),
+    ("tsquery", 0, ""),
+    ("int4range", 0, ""),
+    ("int8range", 0, ""),
+    ("numrange", 0, ""),
+    ("daterange", 0, ""),
+    ("tsrange", 0, ""),
+    ("tstzrange", 0, ""),
+    ("point", 0, ""),
+    ("line", 0, ""),
+    ("lseg", 0, ""),
+    ("box", 0, ""),
+    ("path", 0, ""),
+    ("polygon", 0, ""),
+    ("circle", 0, ""),
+    ("macaddr8", 0, ""),
 ];
 
 /// The largest type modifier accepted (varchar's limit is 10,485,760).
-const MAX_TYPMOD: u32 = 10_485_760;
+const MAX_TYPMOD: i32 = 10_485_760;
 
 /// A column type: one of [`TYPES`], its modifiers, and whether it is an array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlType {
     base: usize,
-    mods: Vec<u32>,
+    mods: Vec<i32>,
     array: bool,
 }
 
@@ -158,7 +191,12 @@ impl SqlType {
                     let Some((list, rest)) = inner.split_once(')') else {
                         continue;
                     };
-                    let mods: Option<Vec<u32>> = list.split(',').map(parse_typmod).collect();
+                    // numeric's scale may be negative (PostgreSQL 15+): numeric(5,-2).
+                    let mods: Option<Vec<i32>> = list
+                        .split(',')
+                        .enumerate()
+                        .map(|(i, m)| parse_typmod(m, *name == "numeric" && i == 1))
+                        .collect();
                     match mods {
                         Some(m) if m.len() <= *max_mods => (m, rest),
                         _ => return Err(refuse()),
@@ -180,7 +218,7 @@ impl SqlType {
         let (name, _, suffix) = TYPES[self.base];
         let mut out = name.to_owned();
         if !self.mods.is_empty() {
-            let mods: Vec<String> = self.mods.iter().map(u32::to_string).collect();
+            let mods: Vec<String> = self.mods.iter().map(i32::to_string).collect();
             let _ = write!(out, "({})", mods.join(","));
         }
         out.push_str(suffix);
@@ -191,15 +229,16 @@ impl SqlType {
     }
 }
 
-/// A type modifier: a decimal number without sign or leading zeros, at most [`MAX_TYPMOD`].
-fn parse_typmod(s: &str) -> Option<u32> {
-    let ok = !s.is_empty()
-        && s.len() <= 8
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s == "0" || !s.starts_with('0'));
-    ok.then(|| s.parse().ok())
-        .flatten()
-        .filter(|v| *v <= MAX_TYPMOD)
+/// A type modifier: a decimal number without leading zeros, at most [`MAX_TYPMOD`]; negative
+/// (down to -1000) only where `negative` allows it.
+fn parse_typmod(s: &str, negative: bool) -> Option<i32> {
+    let digits = s.strip_prefix('-').filter(|_| negative).unwrap_or(s);
+    let ok = !digits.is_empty()
+        && digits.len() <= 8
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    let v: i32 = parse_int(s).filter(|_| ok)?;
+    (-1000..=MAX_TYPMOD).contains(&v).then_some(v)
 }
 
 /// A decimal integer as PostgreSQL prints it (optional minus, no leading zeros).
@@ -856,6 +895,14 @@ mod tests {
             "double precision",
             "jsonb",
             "bit varying(8)",
+            "interval(3)",
+            "interval day to second(3)",
+            "interval hour",
+            "\"char\"",
+            "xml",
+            "int4range",
+            "numeric(5,-2)",
+            "point[]",
         ] {
             assert_eq!(SqlType::parse(t).unwrap().render(), t);
         }
@@ -876,6 +923,8 @@ mod tests {
             "numeric(01)",
             "numeric(99999999999)",
             "character varying(-1)",
+            "numeric(-5,2)",
+            "interval day to hour(3)",
             "text ",
             " text",
             "TEXT",

@@ -129,6 +129,32 @@ pub fn list_backups(dir: &Path, auth: &Auth) -> Result<Vec<BackupInfo>> {
         .collect())
 }
 
+/// A verified file counts as a kept backup only if it is what its name says: written when its
+/// name is dated (a job_manager backup's header records when; with a backup key that record is
+/// authenticated), and not a copy of a backup already counted.
+fn genuine(
+    info: &BackupInfo,
+    stamp: chrono::NaiveDateTime,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Result<()> {
+    if let (Kind::JobManager, Some(created)) = (info.kind, info.created_at) {
+        let created = created.naive_utc();
+        let late = stamp - created;
+        if late < chrono::TimeDelta::seconds(-1) || late > chrono::TimeDelta::days(1) {
+            return Err(Error::BackupCorrupt(format!(
+                "its name is dated {stamp} but it was written at {created}: a renamed or copied \
+                 backup"
+            )));
+        }
+    }
+    if !seen.insert(info.sha256.clone()) {
+        return Err(Error::BackupCorrupt(
+            "it is a copy of a backup already counted".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// How far ahead of this machine's clock a backup's name may be before it counts as "from
 /// the future" (a clock that was ahead, a copied or planted file).
 const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
@@ -157,6 +183,12 @@ pub fn cleanup_old_backups(
     }
     let horizon = Utc::now().naive_utc() + CLOCK_SKEW;
     let mut kept = usize::from(protect.is_some());
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(p) = protect {
+        if let Ok(info) = verify_backup(p, auth) {
+            seen.insert(info.sha256);
+        }
+    }
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
     for (path, stamp) in files::backup_files(dir)? {
@@ -183,10 +215,10 @@ pub fn cleanup_old_backups(
             }
             continue;
         }
-        match verify_backup(&path, auth) {
-            Ok(_) => kept += 1,
+        match verify_backup(&path, auth).and_then(|info| genuine(&info, stamp, &mut seen)) {
+            Ok(()) => kept += 1,
             Err(why) => log::warn!(
-                "leaving {} alone and not counting it as a kept backup: it does not verify ({why})",
+                "leaving {} alone and not counting it as a kept backup: {why}",
                 path.display()
             ),
         }
