@@ -176,6 +176,10 @@ pub fn table_stats(pool: &LazyPool, exact: bool) -> Result<Vec<TableStats>> {
     Ok(out)
 }
 
+/// The largest threshold accepted (seconds: about 31,700 years), so that no value can
+/// overflow PostgreSQL's interval arithmetic.
+pub const MAX_THRESHOLD: f64 = 1e12;
+
 /// Limits beyond which the health report lists a problem. Every field can be overridden.
 #[derive(Debug, Clone, Serialize)]
 pub struct Thresholds {
@@ -210,9 +214,9 @@ impl Thresholds {
     /// Applies overrides by name; an unknown name or a negative value is an error.
     pub fn with_overrides(mut self, overrides: &BTreeMap<String, f64>) -> Result<Self> {
         for (key, value) in overrides {
-            if !(value.is_finite() && *value >= 0.0) {
+            if !(value.is_finite() && (0.0..=MAX_THRESHOLD).contains(value)) {
                 return Err(Error::invalid(format!(
-                    "threshold {key} must be zero or more, got {value}"
+                    "threshold {key} must be a number from 0 to {MAX_THRESHOLD:e}, got {value}"
                 )));
             }
             let slot = match key.as_str() {
@@ -484,5 +488,11 @@ mod tests {
         let mut neg = BTreeMap::new();
         neg.insert("max_dead_ratio".to_owned(), -1.0);
         assert!(Thresholds::default().with_overrides(&neg).is_err());
+        for huge in [1e300, f64::INFINITY, f64::NAN] {
+            let mut o = BTreeMap::new();
+            o.insert("stuck_after_s".to_owned(), huge);
+            let e = Thresholds::default().with_overrides(&o).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{huge}");
+        }
     }
 }
