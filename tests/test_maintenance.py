@@ -167,6 +167,18 @@ th.start()
 th.join()
 r = out["r"]
 print(r["files"], r["error_count"], r["dirs_removed"], f"{out['s']:.2f}")
+# Remove the chain without recursion (shutil.rmtree would hit Python's recursion limit).
+top = os.path.join(root, "dag_id=deep")
+while os.path.isdir(os.path.join(top, "d")):
+    d = os.path.join(top, "d")
+    for name in os.listdir(d):
+        if name == "d":
+            os.rename(os.path.join(d, name), os.path.join(top, "next"))
+        else:
+            os.unlink(os.path.join(d, name))
+    os.rmdir(d)
+    if os.path.isdir(os.path.join(top, "next")):
+        os.rename(os.path.join(top, "next"), d)
 """
 
 

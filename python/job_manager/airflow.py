@@ -38,10 +38,12 @@ from job_manager.manager import JobManager
 __all__ = [
     "DEFAULT_CONN_ID",
     "MAX_PROMPTS_BYTES",
+    "allowed_conn_id",
     "allowed_conn_ids",
     "at_least",
     "backup_root",
     "base_log_folder",
+    "boolean",
     "confined_path",
     "default_conn_id",
     "dsn_from_connection",
@@ -49,6 +51,7 @@ __all__ = [
     "output_root",
     "prompts_root",
     "read_prompts",
+    "whole",
 ]
 
 DEFAULT_CONN_ID = "job_manager_db"
@@ -127,6 +130,34 @@ def at_least(params: Mapping[str, Any], name: str, minimum: float, maximum: floa
     return value
 
 
+def whole(params: Mapping[str, Any], name: str, minimum: int, maximum: int) -> int:
+    """``params[name]`` as a whole number from ``minimum`` to ``maximum``."""
+    value = at_least(params, name, minimum, maximum)
+    if value != int(value):
+        raise InvalidArgumentError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def boolean(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name)
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def allowed_conn_id(value: object, allowed: Iterable[str] | None = None) -> str:
+    """``value`` when it is an allowed connection id (default list: :func:`allowed_conn_ids`;
+    empty means the deployment's default), else InvalidArgumentError."""
+    conn_id = value or default_conn_id()
+    permitted = list(allowed) if allowed is not None else allowed_conn_ids()
+    if not isinstance(conn_id, str) or conn_id not in permitted:
+        raise InvalidArgumentError(
+            f"conn_id {conn_id!r} is not allowed here; allowed: {', '.join(permitted)} "
+            "(the operator sets them in $JOB_MANAGER_ALLOWED_CONN_IDS)"
+        )
+    return conn_id
+
+
 def read_prompts(value: object, root: Path, max_bytes: int = MAX_PROMPTS_BYTES) -> list[str]:
     """The non-empty lines of a prompts file under ``root``: a regular file (no FIFO, device
     or symlink swapped in after the check) of at most ``max_bytes``, UTF-8."""
@@ -201,13 +232,7 @@ def manager_for(
     InvalidArgumentError. When that Connection is not defined, only the deployment's default id
     falls back to the environment's database (``JobManager()``: ``$JOB_MANAGER_DSN`` or
     ``POSTGRES_*``), and only with ``env_fallback``; any other id is a ConfigurationError."""
-    conn_id = (params or {}).get("conn_id") or default_conn_id()
-    permitted = list(allowed) if allowed is not None else allowed_conn_ids()
-    if not isinstance(conn_id, str) or conn_id not in permitted:
-        raise InvalidArgumentError(
-            f"conn_id {conn_id!r} is not allowed here; allowed: {', '.join(permitted)} "
-            "(the operator sets them in $JOB_MANAGER_ALLOWED_CONN_IDS)"
-        )
+    conn_id = allowed_conn_id((params or {}).get("conn_id"), allowed)
     try:
         jm = JobManager.from_airflow_connection(conn_id, **kwargs)
     except _not_found_errors():
