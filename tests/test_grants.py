@@ -4,7 +4,10 @@ what it cannot do is what README's security model says it cannot."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +103,76 @@ def test_the_role_has_nothing_more(app_dsn: str, sql: str) -> None:
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         c.execute(sql)
+
+
+def test_compose_db_setup_end_to_end(server: Server) -> None:
+    """What docker-compose.yml runs (scripts/compose_db_setup.sh with psql, job_manager init as
+    the superuser in between), against the real server: the role then works the queue and
+    can do nothing more."""
+    if server.cluster is None:
+        pytest.skip("needs the throwaway cluster's psql")
+    params = psycopg.conninfo.conninfo_to_dict(server.admin_dsn)
+    role = "jm_role_" + uuid.uuid4().hex[:8]
+    db = "jm_queue_" + uuid.uuid4().hex[:8]
+    password = secrets.token_urlsafe(24)
+    env = {
+        "PATH": f"{server.cluster.bindir}:{os.environ['PATH']}",
+        "PGHOST": str(params.get("host")),
+        "PGPORT": str(params.get("port")),
+        "PGUSER": str(params.get("user")),
+        "PGPASSWORD": str(params.get("password")),
+        "PGDATABASE": "postgres",
+        "JOB_MANAGER_DB": db,
+        "JOB_MANAGER_ROLE": role,
+        "JOB_MANAGER_DB_PASSWORD": password,
+    }
+    script = str(ROOT / "scripts" / "compose_db_setup.sh")
+
+    def setup(step: str) -> None:
+        r = subprocess.run(
+            ["bash", script, step], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0, r.stderr
+
+    try:
+        setup("before-init")
+        setup("before-init")  # every `docker compose up` runs it again
+        owner = dict(params, dbname=db)
+        r = subprocess.run(
+            [sys.executable, "-m", "job_manager", "init"],
+            env={**os.environ, "JOB_MANAGER_DSN": psycopg.conninfo.make_conninfo(**owner)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        setup("after-init")
+        app_params = dict(params, dbname=db, user=role, password=password)
+        app = psycopg.conninfo.make_conninfo(**app_params)
+        with JobManager(app, connect_timeout=5) as jm:
+            assert jm.init_database() == []
+            jm.add_job("from the role", "IMAGE_TEST")
+            assert jm.get_and_lock_job("IMAGE_TEST") is not None
+        with (
+            psycopg.connect(app, autocommit=True) as c,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            c.execute("CREATE TABLE intruder (x int)")
+        # Other databases are closed to it (PUBLIC's CONNECT was revoked on the queue's only,
+        # so check the role's attributes instead).
+        with server.admin() as c:
+            attrs = c.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = %s",
+                (role,),
+            ).fetchone()
+            assert attrs == (False, False, False)
+            example_owner = c.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = "
+                "'job_queue_example'"
+            ).fetchone()
+            assert example_owner == (role,)
+    finally:
+        with server.admin() as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            c.execute("DROP DATABASE IF EXISTS job_queue_example WITH (FORCE)")
+            c.execute(f'DROP ROLE IF EXISTS "{role}"')
