@@ -266,6 +266,13 @@ def test_bad_numbers_are_usage_errors_without_traceback(
     assert "error:" in r.stderr
 
 
+def test_add_file_must_be_a_regular_file(dsn: str) -> None:
+    assert run(dsn, "init").returncode == 0
+    r = run(dsn, "add", "--file", "/dev/zero")
+    assert r.returncode == 2
+    assert "not a regular file" in r.stderr
+
+
 def _help(command: str) -> str:
     return run(None, command, "--help").stdout
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -244,9 +245,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The largest prompts file `add --file` reads.
+MAX_PROMPTS_FILE_BYTES = 256 * 1024 * 1024
+
+
 def _read_prompts(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    """A regular file of at most MAX_PROMPTS_FILE_BYTES (never a FIFO, device or /dev/zero)."""
+    with path.open("rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _UsageError(f"--file {path} is not a regular file")
+        data = f.read(MAX_PROMPTS_FILE_BYTES + 1)
+    if len(data) > MAX_PROMPTS_FILE_BYTES:
+        raise _UsageError(f"--file {path} is larger than {MAX_PROMPTS_FILE_BYTES} bytes")
+    text = data.decode("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _run(args: argparse.Namespace) -> Any:
