@@ -158,14 +158,14 @@ class CleanupReport:
 
 def cleanup_old_logs(
     log_dir: StrPath,
-    max_age_days: float = 7.0,
+    max_age_days: float | None = None,
     *,
     patterns: list[str] = ...,
     dry_run: bool = False,
     remove_empty_dirs: bool = True,
 ) -> CleanupReport:
     """Delete files under ``log_dir`` whose names match ``patterns`` (default ``["*.log"]``)
-    and that are strictly older than ``max_age_days``, then directories left empty.
+    and that are strictly older than ``max_age_days`` (None: 7), then directories left empty.
 
     A directory goes only when it is empty after the sweep and its modification time was older
     than ``max_age_days`` and than one day. Never follows or deletes a symlink, never deletes
