@@ -266,6 +266,14 @@ def test_bad_numbers_are_usage_errors_without_traceback(
     assert "error:" in r.stderr
 
 
+def test_cleanup_logs_refuses_the_root_and_other_trees(tmp_path: Path) -> None:
+    for target in ("/", str(tmp_path)):
+        r = run(None, "cleanup-logs", "--log-dir", target, "--dry-run")
+        assert r.returncode == 1, target
+        assert r.stderr.startswith("error: log_dir "), r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_add_file_must_be_a_regular_file(dsn: str) -> None:
     assert run(dsn, "init").returncode == 0
     r = run(dsn, "add", "--file", "/dev/zero")

@@ -272,6 +272,11 @@ def test_maintenance_dag(
     new_log = logs / "dag_id=x" / "run_id=s" / "task_id=t" / "attempt=1.log"
     new_log.parent.mkdir(parents=True)
     new_log.write_text("new")
+    many = logs / "dag_id=many" / "run_id=r" / "task_id=t"
+    many.mkdir(parents=True)
+    for i in range(300):
+        (many / f"attempt={i}.log").write_text("old")
+        os.utime(many / f"attempt={i}.log", (ten_days, ten_days))
 
     env = {
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs),
@@ -283,7 +288,9 @@ def test_maintenance_dag(
     assert dry["state"] == "success", dry["log"][-3000:]
     assert old_log.exists()
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 3
-    assert dry["xcom"]["cleanup_logs"]["files"] == 1
+    assert dry["xcom"]["cleanup_logs"]["files"] == 301
+    # XCom carries the count and a bounded sample, never the whole list.
+    assert len(dry["xcom"]["cleanup_logs"]["paths"]) == 100
 
     result = run_dag(airflow_python, airflow_home, dsn, "job_manager_maintenance", {}, **env)
     assert result["state"] == "success", result["log"][-3000:]
@@ -291,7 +298,8 @@ def test_maintenance_dag(
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 1
     assert not old_log.exists()
     assert new_log.exists()
-    assert result["xcom"]["cleanup_logs"]["files"] == 1
+    assert result["xcom"]["cleanup_logs"]["files"] == 301
+    assert result["xcom"]["cleanup_logs"] == {**dry["xcom"]["cleanup_logs"], "dry_run": False}
     assert result["xcom"]["analyze"] == ["jobs", "download_queue", "job_manager_schema_history"]
     report = result["xcom"]["health_report"]
     assert report["jobs"] == {"IMAGE_TEST": {"pending": 2, "processing": 1}}
