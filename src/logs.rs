@@ -73,12 +73,21 @@ pub struct LogCleanup {
     pub remove_empty_dirs: bool,
 }
 
+/// A number for a message: plain when short, in exponent form when huge (never 300 digits).
+pub(crate) fn shown_number(v: f64) -> String {
+    if v.is_finite() && v.abs() < 1e15 {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
 /// Checks every argument before anything is touched.
 fn validate(options: &LogCleanup) -> Result<Vec<Pattern>> {
     if !(options.max_age_days.is_finite() && (0.0..=MAX_AGE_DAYS).contains(&options.max_age_days)) {
         return Err(Error::invalid(format!(
             "max_age_days must be a number from 0 to {MAX_AGE_DAYS}, got {}",
-            options.max_age_days
+            shown_number(options.max_age_days)
         )));
     }
     if options.patterns.is_empty() {

@@ -216,7 +216,8 @@ impl Thresholds {
         for (key, value) in overrides {
             if !(value.is_finite() && (0.0..=MAX_THRESHOLD).contains(value)) {
                 return Err(Error::invalid(format!(
-                    "threshold {key} must be a number from 0 to {MAX_THRESHOLD:e}, got {value}"
+                    "threshold {key} must be a number from 0 to {MAX_THRESHOLD:e}, got {}",
+                    crate::logs::shown_number(*value)
                 )));
             }
             let slot = match key.as_str() {

@@ -426,3 +426,11 @@ def test_maintenance_cli(dsn: str, jm: JobManager, tree: Path, tmp_path: Path) -
     r = run_cli(dsn, "size")
     assert r.stdout.startswith("database: ")
     assert "jobs: " in r.stdout
+
+
+@pytest.mark.parametrize("value", [10**400, float("nan"), float("inf"), 1e300, -1, "7", None])
+def test_health_thresholds_are_invalid_arguments_never_overflow(value: object) -> None:
+    """Checked before any connection is made: no server is needed to refuse them."""
+    jm = JobManager("postgresql://u:pw@127.0.0.1:1/db", connect_timeout=1)
+    with pytest.raises(InvalidArgumentError, match="threshold stuck_after_s must be a number"):
+        jm.health_report(None, thresholds={"stuck_after_s": value})  # type: ignore[dict-item]

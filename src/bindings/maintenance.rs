@@ -71,7 +71,10 @@ pub fn cleanup_old_logs(
     let max_age_days: f64 = match max_age_days {
         None => 7.0,
         Some(v) => v.extract().map_err(|_| {
-            Error::invalid(format!("max_age_days must be a number of days, got {v}"))
+            Error::invalid(format!(
+                "max_age_days must be a number of days, got {}",
+                shown(v)
+            ))
         })?,
     };
     let options = LogCleanup {
@@ -90,6 +93,41 @@ pub fn cleanup_old_logs(
         errors: r.errors,
         error_count: r.error_count,
     })
+}
+
+/// A value for a message: its `str()`, at most 40 characters.
+fn shown(v: &Bound<'_, PyAny>) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// Health-report threshold overrides from any Python mapping: every value must be a number
+/// (an int of any size, a float); anything else is an InvalidArgumentError, never a
+/// TypeError or OverflowError. The range is checked by `Thresholds::with_overrides`.
+pub fn threshold_overrides(
+    thresholds: Option<&Bound<'_, PyDict>>,
+) -> PyResult<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(d) = thresholds else {
+        return Ok(out);
+    };
+    for (k, v) in d.iter() {
+        let key: String = k.extract().map_err(|_| {
+            Error::invalid(format!("threshold names are strings, got {}", shown(&k)))
+        })?;
+        let value: f64 = v.extract().map_err(|_| {
+            Error::invalid(format!(
+                "threshold {key} must be a number, got {}",
+                shown(&v)
+            ))
+        })?;
+        out.insert(key, value);
+    }
+    Ok(out)
 }
 
 /// A serde value as plain Python objects (dicts, lists, str, int, float, None).
