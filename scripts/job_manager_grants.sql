@@ -14,7 +14,9 @@
 --     re-adds the tables' keys and indexes around its COPY, which only the owner may do):
 --     operators run those with the owner's DSN.
 --   * ANALYZE / VACUUM: only the owner (or, from PostgreSQL 17, a role granted MAINTAIN) may;
---     PostgreSQL skips them for this role with a warning, and autovacuum still analyzes.
+--     analyze_tables()/vacuum_tables() skip them for this role with a warning and leave them
+--     out of what they report done; autovacuum still analyzes. On PostgreSQL 17+ you may add
+--     GRANT MAINTAIN ON TABLE public.jobs, public.download_queue TO :"role";
 --   * anything on other tables, and CREATE in the schema (revoked from PUBLIC: PostgreSQL 15+
 --     does that by default; docker-compose.yml revokes it on older servers too).
 

@@ -53,10 +53,35 @@ pub fn vacuum_tables(pool: &LazyPool, full: bool) -> Result<Vec<String>> {
     )
 }
 
+/// Whether the current role may ANALYZE/VACUUM `table`: its owner (or a member of the
+/// owning role), a superuser, or (PostgreSQL 17+) a role granted MAINTAIN on it. For any other
+/// role PostgreSQL only warns and skips, so such a table is left out of what is reported done.
+fn may_maintain(pool: &LazyPool, table: &str) -> Result<bool> {
+    pool.run(|c| {
+        Ok(c.query_one(
+            "SELECT pg_has_role(c.relowner, 'USAGE')
+                 OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                 OR CASE WHEN current_setting('server_version_num')::int >= 170000
+                         THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+             FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table],
+        )
+        .context("checking who may maintain the tables")?
+        .get(0))
+    })
+}
+
 fn each_table(pool: &LazyPool, command: &str) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for table in OWNED_TABLES {
         if !schema::table_exists(pool, table)? {
+            continue;
+        }
+        if !may_maintain(pool, table)? {
+            log::warn!(
+                "{command} {table} skipped: only its owner (or, from PostgreSQL 17, a role \
+                 granted MAINTAIN) may run it; autovacuum still does"
+            );
             continue;
         }
         // VACUUM cannot run in a transaction block: one simple statement at a time.
