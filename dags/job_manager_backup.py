@@ -83,14 +83,15 @@ def job_manager_backup():
         return info.to_dict()
 
     @task
-    def rotate(verified: dict, params=None) -> list[str]:
-        """Keeps the newest `keep` backups that verify; never touches other files."""
+    def rotate(verified: dict, params=None) -> dict:
+        """Keeps the newest `keep` backups that verify; never touches other files. XCom gets
+        the count and at most 100 of the deleted paths."""
         from job_manager import cleanup_old_backups
 
         p = checked(params)
         deleted = cleanup_old_backups(p["backup_dir"], p["keep"])
         log.info("rotation kept %s backups, deleted %d: %s", p["keep"], len(deleted), deleted)
-        return deleted
+        return {"deleted": len(deleted), "paths": deleted[:100]}
 
     rotate(verify(backup()))
 

@@ -227,7 +227,7 @@ def test_backup_dag_backs_up_verifies_and_rotates(
     assert verify_backup(made["path"]).rows == {"jobs": 50, "download_queue": 0}
     assert result["xcom"]["verify"]["sha256"] == made["sha256"]
     # keep=3: the new one and the two newest older ones; the oldest went; notes.txt stayed.
-    assert result["xcom"]["rotate"] == [old[0].path]
+    assert result["xcom"]["rotate"] == {"deleted": 1, "paths": [old[0].path]}
     names = sorted(p.name for p in d.iterdir())
     assert names == sorted(
         ["notes.txt", *(Path(o.path).name for o in old[1:]), Path(made["path"]).name]
