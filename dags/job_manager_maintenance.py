@@ -13,7 +13,8 @@ run's conf says:
 
 - `stuck_after_s` >= 300 (a job claimed a moment ago is never reset), `download_days` >= 1,
   `log_days` >= 1;
-- `log_dir` is empty (Airflow's base log folder) or resolves, symlinks included, inside it;
+- `log_dir` is empty (Airflow's base log folder) or resolves, symlinks included, inside it,
+  and is a log folder the sweep accepts (Airflow's layout at its top, or named by the operator);
 - `backup_dir` is empty (`$JOB_MANAGER_BACKUP_DIR`) or resolves inside it;
 - `conn_id` is one of `$JOB_MANAGER_ALLOWED_CONN_IDS` (default: the deployment's connection).
 """
@@ -33,6 +34,7 @@ MAX_DAYS = 36_500
 
 def checked(params) -> dict:
     """The params this DAG acts on, validated (InvalidArgumentError otherwise)."""
+    from job_manager import InvalidArgumentError
     from job_manager.airflow import (
         allowed_conn_id,
         at_least,
@@ -40,16 +42,24 @@ def checked(params) -> dict:
         base_log_folder,
         boolean,
         confined_path,
+        is_log_folder,
         whole,
     )
 
     logs, backups = base_log_folder(), backup_root()
+    log_dir = confined_path(params.get("log_dir") or logs, logs, "log_dir")
+    if not is_log_folder(log_dir):
+        raise InvalidArgumentError(
+            f"log_dir {log_dir} is not a log folder (no dag_id=*, dag_processor or scheduler "
+            "directory in it, not named in $AIRFLOW__LOGGING__BASE_LOG_FOLDER or "
+            "$JOB_MANAGER_LOG_DIRS): the sweep would refuse it"
+        )
     return {
         "conn_id": allowed_conn_id(params.get("conn_id")),
         "stuck_after_s": at_least(params, "stuck_after_s", MIN_STUCK_S, MAX_DAYS * 86_400),
         "download_days": whole(params, "download_days", MIN_DOWNLOAD_DAYS, MAX_DAYS),
         "log_days": at_least(params, "log_days", MIN_LOG_DAYS, MAX_DAYS),
-        "log_dir": str(confined_path(params.get("log_dir") or logs, logs, "log_dir")),
+        "log_dir": str(log_dir),
         "backup_dir": str(
             confined_path(params.get("backup_dir") or backups, backups, "backup_dir")
         ),

@@ -487,6 +487,7 @@ MAINTENANCE_ATTACKS = [
     {"log_dir": "/"},
     {"log_dir": "ELSEWHERE"},
     {"log_dir": "link"},  # a symlink inside the log folder to a tree outside it
+    {"log_dir": "dag_id=x"},  # inside, but not a log folder: the sweep would refuse it later
     {"backup_dir": "/tmp"},
     {"conn_id": "other_db"},
     {"dry_run": "yes"},

@@ -47,6 +47,7 @@ __all__ = [
     "confined_path",
     "default_conn_id",
     "dsn_from_connection",
+    "is_log_folder",
     "manager_for",
     "output_root",
     "prompts_root",
@@ -117,6 +118,28 @@ def confined_path(value: object, root: Path, what: str) -> Path:
             f"allows only paths under it (set by the operator in the environment)"
         )
     return real
+
+
+def is_log_folder(path: Path) -> bool:
+    """What ``cleanup_old_logs`` accepts, checked up front: a directory named in
+    ``$AIRFLOW__LOGGING__BASE_LOG_FOLDER`` / ``$JOB_MANAGER_LOG_DIRS``, or one holding Airflow's
+    log layout at its top (a ``dag_id=*``, ``dag_processor`` or ``scheduler`` directory)."""
+    real = os.path.realpath(path)
+    if real == "/":
+        return False
+    named = [os.environ.get("AIRFLOW__LOGGING__BASE_LOG_FOLDER", "")]
+    named += os.environ.get("JOB_MANAGER_LOG_DIRS", "").split(os.pathsep)
+    if any(n and os.path.realpath(n) == real for n in named):
+        return True
+    try:
+        with os.scandir(real) as entries:
+            return any(
+                (e.name.startswith("dag_id=") or e.name in ("dag_processor", "scheduler"))
+                and e.is_dir(follow_symlinks=False)
+                for e in entries
+            )
+    except OSError:
+        return False
 
 
 def at_least(params: Mapping[str, Any], name: str, minimum: float, maximum: float) -> float:
