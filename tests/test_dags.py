@@ -364,6 +364,11 @@ def refused(result: dict, first_task: str) -> None:
     assert not (set(result["xcom"]) - {first_task}), (conf, result["xcom"])
 
 
+def with_outside(confs: list[dict], outside: Path) -> list[dict]:
+    """The confs with the placeholder OUTSIDE replaced by a path outside every root."""
+    return [{k: str(outside) if v == "OUTSIDE" else v for k, v in c.items()} for c in confs]
+
+
 def tables(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as c:
         rows = c.execute(
@@ -404,7 +409,7 @@ EXAMPLE_ATTACKS = [
     {"prompts_file": "../../../../../../etc/passwd"},
     {"prompts_file": "big.txt"},  # over the size cap
     {"prompts_file": "fifo"},  # not a regular file
-    {"prompts_file": "ok.txt", "output_dir": "/tmp/jm-attack-outputs"},
+    {"prompts_file": "ok.txt", "output_dir": "OUTSIDE"},  # an absolute path outside the root
     {"prompts_file": "ok.txt", "conn_id": "other_db"},
     {"prompts_file": "ok.txt", "conn_id": "job_manager_db"},  # production, not opted in
     {"prompts_file": "ok.txt", "workers": 1000},
@@ -417,13 +422,16 @@ def test_queue_example_refuses_hostile_conf(
     dsn: str,
     other_dsn: str,
     example_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
+    outside = tmp_path / "outside-outputs"
+    confs = with_outside(EXAMPLE_ATTACKS, outside)
     results = run_dags(
         airflow_python,
         airflow_home,
         other_dsn,  # JOB_MANAGER_DSN: production; the example must never fall back to it
         "job_queue_example",
-        EXAMPLE_ATTACKS,
+        confs,
         AIRFLOW_CONN_OTHER_DB=other_dsn,
         AIRFLOW_CONN_JOB_MANAGER_DB=other_dsn,
         **example_env,
@@ -432,7 +440,7 @@ def test_queue_example_refuses_hostile_conf(
         refused(result, "produce")
     assert tables(dsn) == []  # not even init_database ran
     assert tables(other_dsn) == []
-    assert not Path("/tmp/jm-attack-outputs").exists()
+    assert not outside.exists()
     assert not Path(example_env["JOB_MANAGER_OUTPUT_DIR"]).exists()
 
 
@@ -541,7 +549,7 @@ def six_backups(tmp_path: Path, jm: JobManager) -> Path:
 BACKUP_ATTACKS = [
     {"keep": 1},
     {"keep": 2},
-    {"backup_dir": "/tmp/jm-attack-backups"},
+    {"backup_dir": "OUTSIDE"},  # an absolute path outside the root
     {"backup_dir": "../elsewhere"},
     {"conn_id": "other_db"},
 ]
@@ -556,19 +564,21 @@ def test_backup_refuses_hostile_conf(
     tmp_path: Path,
 ) -> None:
     before = sorted(p.name for p in six_backups.iterdir())
+    outside = tmp_path / "outside-backups"
+    confs = with_outside(BACKUP_ATTACKS, outside)
     results = run_dags(
         airflow_python,
         airflow_home,
         dsn,
         "job_manager_backup",
-        BACKUP_ATTACKS,
+        confs,
         AIRFLOW_CONN_OTHER_DB=other_dsn,
         JOB_MANAGER_BACKUP_DIR=str(six_backups),
     )
     for result in results:
         refused(result, "backup")
     assert sorted(p.name for p in six_backups.iterdir()) == before
-    assert not Path("/tmp/jm-attack-backups").exists()
+    assert not outside.exists()
     assert not (tmp_path / "elsewhere").exists()
     assert tables(other_dsn) == []
 
