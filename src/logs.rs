@@ -22,6 +22,7 @@
 //! A directory swapped for a symlink or another directory during the sweep is reported, never
 //! entered, so the sweep cannot leave the tree.
 
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -40,6 +41,9 @@ use crate::errors::{Error, Result};
 pub const SAMPLE_LIMIT: usize = 100;
 /// At most this many directory descriptors are open at once, however deep the tree.
 pub const MAX_OPEN_DIRS: usize = 32;
+/// The deepest directories on the work list keep their descriptors (the rest of the bound
+/// goes to the root and to checkpoints, see [`Sweep::ensure_open`]).
+const WINDOW: usize = 16;
 /// The largest `max_age_days` accepted (100 years).
 pub const MAX_AGE_DAYS: f64 = 36_500.0;
 /// A directory younger than this is never removed, whatever `max_age_days` says.
@@ -221,7 +225,7 @@ pub fn cleanup_old_logs(log_dir: &Path, options: &LogCleanup) -> Result<CleanupR
         report: &mut report,
         root_path: log_dir,
         stack: Vec::new(),
-        open: 0,
+        held: BTreeSet::new(),
     };
     sweep.run(root, &root_stat);
     log::info!(
@@ -260,8 +264,10 @@ struct Frame {
     name: CString,
     dev: u64,
     ino: u64,
-    /// Open while it is among the deepest [`MAX_OPEN_DIRS`] (the root's always is).
+    /// Open while it is among the deepest [`WINDOW`] or a checkpoint (the root's always is).
     fd: Option<OwnedFd>,
+    /// A checkpoint: its descriptor is kept so that deeper ones are reopened from here.
+    keep: bool,
     /// Old enough to be removed once empty (by its modification time before the sweep).
     old: bool,
     /// Entries not handled yet.
@@ -280,19 +286,19 @@ struct Sweep<'a> {
     report: &'a mut CleanupReport,
     root_path: &'a Path,
     stack: Vec<Frame>,
-    /// Descriptors held by frames.
-    open: usize,
+    /// Indices of the frames below the root that hold a descriptor.
+    held: BTreeSet<usize>,
 }
 
 impl Sweep<'_> {
     fn run(&mut self, root: OwnedFd, st: &rustix::fs::Stat) {
         let entries = self.list(&root, &[]);
-        self.open = 1;
         self.stack.push(Frame {
             name: CString::default(),
             dev: st.st_dev,
             ino: st.st_ino,
             fd: Some(root),
+            keep: true,
             old: false,
             empty: entries.is_some(),
             entries: entries.unwrap_or_default(),
@@ -376,14 +382,18 @@ impl Sweep<'_> {
     /// Makes sure the top frame's descriptor is open, opening it again from the nearest open
     /// ancestor when it was closed; a directory that is no longer the one listed is reported
     /// and its remaining entries are skipped. Returns whether the descriptor is open.
+    ///
+    /// Reopening walks down from that ancestor and keeps the descriptor of the directory
+    /// halfway down as a checkpoint, so the next reopenings start from there: going back up a
+    /// chain of depth d costs O(d log d) `openat` calls, not O(d^2).
     fn ensure_open(&mut self) -> bool {
         let top = self.stack.len() - 1;
         if self.stack[top].fd.is_some() {
             return true;
         }
-        let Some(start) = self.stack.iter().rposition(|f| f.fd.is_some()) else {
-            return false;
-        };
+        let start = self.held.range(..top).next_back().copied().unwrap_or(0);
+        let gap = top - start;
+        let checkpoint = (gap > 2 * WINDOW).then(|| start + gap / 2);
         for k in start + 1..=top {
             let (parent, rest) = self.stack.split_at_mut(k);
             let parent_fd = parent[k - 1].fd.as_ref().expect("opened in order");
@@ -393,7 +403,8 @@ impl Sweep<'_> {
             match opened {
                 Ok((fd, st)) if st.st_dev == frame.dev && st.st_ino == frame.ino => {
                     frame.fd = Some(fd);
-                    self.open += 1;
+                    frame.keep = checkpoint == Some(k);
+                    self.held.insert(k);
                 }
                 other => {
                     let why = match other {
@@ -403,26 +414,37 @@ impl Sweep<'_> {
                     // Reported at its own place; everything from it down is abandoned.
                     let abandoned = self.stack.split_off(k);
                     self.error(Some(abandoned[0].name.as_c_str()), &why);
-                    self.open -= abandoned.iter().filter(|f| f.fd.is_some()).count();
+                    self.held.retain(|&i| i < k);
                     if let Some(parent) = self.stack.last_mut() {
                         parent.empty = false;
                     }
                     return false;
                 }
             }
-            self.trim();
+            self.trim(k);
         }
         true
     }
 
-    /// Closes descriptors of the shallowest frames (never the root's) beyond the bound.
-    fn trim(&mut self) {
-        let mut i = 1;
-        while self.open > MAX_OPEN_DIRS && i < self.stack.len() {
-            if self.stack[i].fd.take().is_some() {
-                self.open -= 1;
-            }
-            i += 1;
+    /// Closes descriptors beyond the bound: first those of the shallowest frames outside the
+    /// window that are not checkpoints, then the shallowest checkpoints; never the root's, the
+    /// top frame's or frame `walking`'s (being opened from).
+    fn trim(&mut self, walking: usize) {
+        let top = self.stack.len() - 1;
+        while self.held.len() + 1 > MAX_OPEN_DIRS {
+            let spare = |i: &usize| *i != top && *i != walking;
+            let victim = self
+                .held
+                .iter()
+                .copied()
+                .find(|i| spare(i) && !self.stack[*i].keep && i + WINDOW <= top)
+                .or_else(|| self.held.iter().copied().find(spare));
+            let Some(i) = victim else {
+                break;
+            };
+            self.stack[i].fd = None;
+            self.stack[i].keep = false;
+            self.held.remove(&i);
         }
     }
 
@@ -448,17 +470,19 @@ impl Sweep<'_> {
         };
         let old = mtime_ns(&st) < self.dir_cutoff_ns;
         let entries = self.list(&fd, name.to_bytes());
-        self.open += 1;
+        self.held.insert(self.stack.len());
         self.stack.push(Frame {
             name,
             dev: st.st_dev,
             ino: st.st_ino,
             fd: Some(fd),
+            keep: false,
             old,
             empty: entries.is_some(),
             entries: entries.unwrap_or_default(),
         });
-        self.trim();
+        let top = self.stack.len() - 1;
+        self.trim(top);
     }
 
     /// Pops the finished top frame; removes it when it is empty and old enough.
@@ -466,9 +490,7 @@ impl Sweep<'_> {
         let Some(frame) = self.stack.pop() else {
             return;
         };
-        if frame.fd.is_some() {
-            self.open -= 1;
-        }
+        self.held.remove(&self.stack.len());
         drop(frame.fd);
         if self.stack.is_empty() {
             return; // the root always stays
