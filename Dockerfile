@@ -28,8 +28,15 @@ COPY --from=build /dist/*.whl /tmp/wheels/
 # dependencies (Airflow's documented way to extend the image).
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /tmp/wheels/*.whl \
     --constraint "https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYTHON_VERSION}.txt"
-# The official image's user is airflow, uid 50000, group 0.
+# The official image's user is airflow, uid 50000, group 0; docker-compose.yml runs it as the
+# host's user (AIRFLOW_UID) in group 0, so the outputs folder is group-writable, not world's.
 USER 0
-RUN rm -rf /tmp/wheels && mkdir -p /opt/airflow/backups && chown 50000:0 /opt/airflow/backups
+RUN rm -rf /tmp/wheels \
+    && mkdir -p /opt/airflow/backups /opt/airflow/outputs \
+    && chown 50000:0 /opt/airflow/backups /opt/airflow/outputs \
+    && chmod 0700 /opt/airflow/backups && chmod 0770 /opt/airflow/outputs
 USER 50000
-ENV JOB_MANAGER_BACKUP_DIR=/opt/airflow/backups
+# The roots a DAG run's conf may name paths under (README, "Security model").
+ENV JOB_MANAGER_BACKUP_DIR=/opt/airflow/backups \
+    JOB_MANAGER_OUTPUT_DIR=/opt/airflow/outputs \
+    JOB_MANAGER_ALLOWED_CONN_IDS=job_manager_db

@@ -1,13 +1,18 @@
 """
 ### job_manager: daily backup, verify, rotate
 
-Every day at 02:00 UTC: back up `jobs`, `download_queue` and the schema history from one
-consistent snapshot (`backup_database`), read the file back in full (`verify_backup`), then keep
-the newest `keep` backups that verify (`cleanup_old_backups`). Any failing step fails the task
-and the run, with the reason in the task log; a failed backup never leaves a partial file.
+Every day at 02:00 UTC (once the DAG is unpaused: DAGs start paused): back up `jobs`,
+`download_queue` and the schema history from one consistent snapshot (`backup_database`), read
+the file back in full (`verify_backup`), then keep the newest `keep` backups that verify
+(`cleanup_old_backups`). Any failing step fails the task and the run, with the reason in the
+task log; a failed backup never leaves a partial file.
 
-Backups go to param `backup_dir` (default `$JOB_MANAGER_BACKUP_DIR`, else
-`/opt/airflow/backups`, which docker-compose.yml mounts from `./backups`).
+Params are checked before anything is touched, whatever a run's conf says:
+
+- `backup_dir`: empty for `$JOB_MANAGER_BACKUP_DIR` (docker-compose.yml mounts `./backups`
+  there), else a folder that resolves (symlinks included) inside it;
+- `keep`: 3 to 1000 backups;
+- `conn_id`: one of `$JOB_MANAGER_ALLOWED_CONN_IDS` (default: the deployment's connection).
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 log = logging.getLogger(__name__)
+MIN_KEEP, MAX_KEEP = 3, 1000
+
+
+def checked(params) -> dict:
+    """The params this DAG acts on, validated (InvalidArgumentError otherwise)."""
+    from job_manager.airflow import allowed_conn_id, backup_root, boolean, confined_path, whole
+
+    root = backup_root()
+    return {
+        "conn_id": allowed_conn_id(params.get("conn_id")),
+        "backup_dir": str(confined_path(params.get("backup_dir") or root, root, "backup_dir")),
+        "keep": whole(params, "keep", MIN_KEEP, MAX_KEEP),
+        "compress": boolean(params, "compress"),
+    }
 
 
 @dag(
@@ -32,9 +51,11 @@ log = logging.getLogger(__name__)
     params={
         "conn_id": Param(os.environ.get("JOB_MANAGER_CONN_ID", "job_manager_db"), type="string"),
         "backup_dir": Param(
-            os.environ.get("JOB_MANAGER_BACKUP_DIR", "/opt/airflow/backups"), type="string"
+            "", type="string", description="empty: $JOB_MANAGER_BACKUP_DIR; else a folder in it"
         ),
-        "keep": Param(10, type="integer", minimum=1, description="backups to keep"),
+        "keep": Param(
+            10, type="integer", minimum=MIN_KEEP, maximum=MAX_KEEP, description="backups to keep"
+        ),
         "compress": Param(False, type="boolean", description="write .sql.gz"),
     },
 )
@@ -44,8 +65,9 @@ def job_manager_backup():
         """One consistent backup of the owned tables, written atomically."""
         from job_manager.airflow import manager_for
 
-        with manager_for(params) as jm:
-            info = jm.backup_database(params["backup_dir"], keep=None, compress=params["compress"])
+        p = checked(params)
+        with manager_for(p) as jm:
+            info = jm.backup_database(p["backup_dir"], keep=None, compress=p["compress"])
         log.info("backup written: %s", info)
         return info.to_dict()
 
@@ -61,13 +83,15 @@ def job_manager_backup():
         return info.to_dict()
 
     @task
-    def rotate(verified: dict, params=None) -> list[str]:
-        """Keeps the newest `keep` backups that verify; never touches other files."""
+    def rotate(verified: dict, params=None) -> dict:
+        """Keeps the newest `keep` backups that verify; never touches other files. XCom gets
+        the count and at most 100 of the deleted paths."""
         from job_manager import cleanup_old_backups
 
-        deleted = cleanup_old_backups(params["backup_dir"], params["keep"])
-        log.info("rotation kept %s backups, deleted %d: %s", params["keep"], len(deleted), deleted)
-        return deleted
+        p = checked(params)
+        deleted = cleanup_old_backups(p["backup_dir"], p["keep"])
+        log.info("rotation kept %s backups, deleted %d: %s", p["keep"], len(deleted), deleted)
+        return {"deleted": len(deleted), "paths": deleted[:100]}
 
     rotate(verify(backup()))
 

@@ -1,13 +1,15 @@
 """
 ### job_manager: create or migrate the queue's schema
 
-Runs once after deploy (`@once`) and on demand. Checks which of job_manager's tables exist and
-which migrations are pending, and runs `init_database()` only when something is missing,
-reporting what it applied. `init_database()` is additive (it never drops a table, a column or
-a row) and safe when several runs overlap.
+Runs once after deploy (`@once`, once the DAG is unpaused: DAGs start paused) and on demand.
+Checks which of job_manager's tables exist and which migrations are pending, and runs
+`init_database()` only when something is missing, reporting what it applied. `init_database()`
+is additive (it never drops a table, a column or a row) and safe when several runs overlap.
 
-The database is the Airflow Connection `job_manager_db` (param `conn_id`) when it is defined,
-else the environment (`JOB_MANAGER_DSN` or `POSTGRES_*`).
+The database is the Airflow Connection `job_manager_db` (param `conn_id`, which must be one of
+`$JOB_MANAGER_ALLOWED_CONN_IDS`; any other is an error) when it is defined; only the
+deployment's default connection falls back to the environment (`JOB_MANAGER_DSN` or
+`POSTGRES_*`) when it is not defined.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
         "conn_id": Param(
             os.environ.get("JOB_MANAGER_CONN_ID", "job_manager_db"),
             type="string",
-            description="Airflow Connection of the queue's database",
+            description="Airflow Connection of the queue's database (from the allow-list)",
         )
     },
 )

@@ -1,11 +1,22 @@
 """
 ### job_manager: daily maintenance and health report
 
-Every day at 03:30 UTC: put jobs stuck in `processing` back to `pending`, delete completed
-downloads older than `download_days`, delete Airflow task logs older than `log_days` under the
-base log folder, ANALYZE job_manager's tables, and finish with a health report: pushed to XCom,
+Every day at 03:30 UTC (once the DAG is unpaused: DAGs start paused): put jobs stuck in
+`processing` back to `pending`, delete completed downloads older than `download_days`, delete
+Airflow task logs older than `log_days` under the base log folder (and directories left empty
+that are as old), ANALYZE job_manager's tables, and finish with a health report: pushed to XCom,
 with each problem logged as a warning. With `dry_run`, nothing is changed or deleted: the
-report says what would be.
+report says what would be. XCom carries counts and a sample of at most 100 paths.
+
+`check_params` runs first and fails the run before anything is touched unless, whatever a
+run's conf says:
+
+- `stuck_after_s` >= 300 (a job claimed a moment ago is never reset), `download_days` >= 1,
+  `log_days` >= 1;
+- `log_dir` is empty (Airflow's base log folder) or resolves, symlinks included, inside it,
+  and is a log folder the sweep accepts (Airflow's layout at its top, or named by the operator);
+- `backup_dir` is empty (`$JOB_MANAGER_BACKUP_DIR`) or resolves inside it;
+- `conn_id` is one of `$JOB_MANAGER_ALLOWED_CONN_IDS` (default: the deployment's connection).
 """
 
 from __future__ import annotations
@@ -17,19 +28,43 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 log = logging.getLogger(__name__)
+MIN_STUCK_S, MIN_DOWNLOAD_DAYS, MIN_LOG_DAYS = 300, 1, 1
+MAX_DAYS = 36_500
 
 
-def _base_log_folder() -> str:
-    """Airflow's base log folder, read inside the task (never at parse time)."""
-    configured = os.environ.get("AIRFLOW__LOGGING__BASE_LOG_FOLDER")
-    if configured:
-        return configured
-    try:
-        from airflow.configuration import conf
+def checked(params) -> dict:
+    """The params this DAG acts on, validated (InvalidArgumentError otherwise)."""
+    from job_manager import InvalidArgumentError
+    from job_manager.airflow import (
+        allowed_conn_id,
+        at_least,
+        backup_root,
+        base_log_folder,
+        boolean,
+        confined_path,
+        is_log_folder,
+        whole,
+    )
 
-        return conf.get("logging", "base_log_folder")
-    except Exception:  # configuration not importable in this process
-        return os.path.join(os.environ.get("AIRFLOW_HOME", "/opt/airflow"), "logs")
+    logs, backups = base_log_folder(), backup_root()
+    log_dir = confined_path(params.get("log_dir") or logs, logs, "log_dir")
+    if not is_log_folder(log_dir):
+        raise InvalidArgumentError(
+            f"log_dir {log_dir} is not a log folder (no dag_id=*, dag_processor or scheduler "
+            "directory in it, not named in $AIRFLOW__LOGGING__BASE_LOG_FOLDER or "
+            "$JOB_MANAGER_LOG_DIRS): the sweep would refuse it"
+        )
+    return {
+        "conn_id": allowed_conn_id(params.get("conn_id")),
+        "stuck_after_s": at_least(params, "stuck_after_s", MIN_STUCK_S, MAX_DAYS * 86_400),
+        "download_days": whole(params, "download_days", MIN_DOWNLOAD_DAYS, MAX_DAYS),
+        "log_days": at_least(params, "log_days", MIN_LOG_DAYS, MAX_DAYS),
+        "log_dir": str(log_dir),
+        "backup_dir": str(
+            confined_path(params.get("backup_dir") or backups, backups, "backup_dir")
+        ),
+        "dry_run": boolean(params, "dry_run"),
+    }
 
 
 @dag(
@@ -42,57 +77,65 @@ def _base_log_folder() -> str:
     doc_md=__doc__,
     params={
         "conn_id": Param(os.environ.get("JOB_MANAGER_CONN_ID", "job_manager_db"), type="string"),
-        "stuck_after_s": Param(3600, type="number", minimum=0),
-        "download_days": Param(7, type="integer", minimum=0),
-        "log_days": Param(7, type="number", minimum=0),
+        "stuck_after_s": Param(3600, type="number", minimum=MIN_STUCK_S),
+        "download_days": Param(7, type="integer", minimum=MIN_DOWNLOAD_DAYS, maximum=MAX_DAYS),
+        "log_days": Param(7, type="number", minimum=MIN_LOG_DAYS, maximum=MAX_DAYS),
         "log_dir": Param("", type="string", description="empty: Airflow's base log folder"),
-        "backup_dir": Param(
-            os.environ.get("JOB_MANAGER_BACKUP_DIR", "/opt/airflow/backups"), type="string"
-        ),
+        "backup_dir": Param("", type="string", description="empty: $JOB_MANAGER_BACKUP_DIR"),
         "dry_run": Param(False, type="boolean"),
     },
 )
 def job_manager_maintenance():
     @task
-    def reset_stuck_jobs(params=None) -> int:
+    def check_params(params=None) -> dict:
+        """Fails the run before any step touches anything when a param is not acceptable."""
+        p = checked(params)
+        log.info("params: %s", p)
+        return p
+
+    @task
+    def reset_stuck_jobs(_checked: dict, params=None) -> int:
         from job_manager.airflow import manager_for
 
-        if params["dry_run"]:
+        p = checked(params)
+        if p["dry_run"]:
             log.info("dry run: not resetting stuck jobs")
             return 0
-        with manager_for(params) as jm:
-            n = jm.reset_stuck_jobs(older_than_seconds=params["stuck_after_s"])
-        log.info("reset %d jobs stuck in processing for more than %ss", n, params["stuck_after_s"])
+        with manager_for(p) as jm:
+            n = jm.reset_stuck_jobs(older_than_seconds=p["stuck_after_s"])
+        log.info("reset %d jobs stuck in processing for more than %ss", n, p["stuck_after_s"])
         return n
 
     @task
-    def cleanup_old_downloads(params=None) -> int:
+    def cleanup_old_downloads(_checked: dict, params=None) -> int:
         from job_manager.airflow import manager_for
 
-        if params["dry_run"]:
+        p = checked(params)
+        if p["dry_run"]:
             log.info("dry run: not deleting old downloads")
             return 0
-        with manager_for(params) as jm:
-            n = jm.cleanup_old_downloads(params["download_days"])
-        log.info("deleted %d completed downloads older than %d days", n, params["download_days"])
+        with manager_for(p) as jm:
+            n = jm.cleanup_old_downloads(p["download_days"])
+        log.info("deleted %d completed downloads older than %d days", n, p["download_days"])
         return n
 
     @task
-    def cleanup_logs(params=None) -> dict:
+    def cleanup_logs(_checked: dict, params=None) -> dict:
+        """Counts and a bounded sample of paths to XCom, never the whole list."""
         from job_manager import cleanup_old_logs
 
-        log_dir = params["log_dir"] or _base_log_folder()
-        report = cleanup_old_logs(log_dir, params["log_days"], dry_run=params["dry_run"])
-        log.info("log cleanup under %s: %s", log_dir, report)
+        p = checked(params)
+        report = cleanup_old_logs(p["log_dir"], p["log_days"], dry_run=p["dry_run"])
+        log.info("log cleanup under %s: %s", p["log_dir"], report)
         for error in report.errors:
             log.warning("log cleanup: %s", error)
         return report.to_dict()
 
     @task
-    def analyze(params=None) -> list[str]:
+    def analyze(_checked: dict, params=None) -> list[str]:
         from job_manager.airflow import manager_for
 
-        with manager_for(params) as jm:
+        with manager_for(checked(params)) as jm:
             return jm.analyze_tables()
 
     @task
@@ -100,15 +143,17 @@ def job_manager_maintenance():
         """The state after maintenance: to XCom, problems as warnings."""
         from job_manager.airflow import manager_for
 
-        with manager_for(params) as jm:
-            report = jm.health_report(params["backup_dir"] or None)
+        p = checked(params)
+        with manager_for(p) as jm:
+            report = jm.health_report(p["backup_dir"])
         for problem in report["problems"]:
             log.warning("health: %s", problem)
         if not report["problems"]:
             log.info("health: no problems")
         return report
 
-    steps = [reset_stuck_jobs(), cleanup_old_downloads(), cleanup_logs(), analyze()]
+    ok = check_params()
+    steps = [reset_stuck_jobs(ok), cleanup_old_downloads(ok), cleanup_logs(ok), analyze(ok)]
     health_report(*steps)
 
 

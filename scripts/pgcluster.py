@@ -5,9 +5,15 @@ Used by the test suite (tests/conftest.py), the demo and the benchmarks when no 
     python scripts/pgcluster.py start DIR   # prints the DSN; the server runs until `stop`
     python scripts/pgcluster.py stop DIR
 
-The cluster listens on 127.0.0.1 at a free port, requires a password over TCP (so tests see
-real authentication), and keeps everything, socket included, under DIR. As root, the server
-runs as the `postgres` user, as PostgreSQL requires.
+The cluster listens on 127.0.0.1 at a free port and requires a password (scram-sha-256) over
+TCP and over its Unix socket alike: no local user gets in without it. Its files are private to
+their owner: the data, the socket and the log live in a directory of mode 0700, and
+`cluster.json` (which holds the password) is 0600.
+
+As root, the server runs as the `postgres` user, as PostgreSQL requires, in a directory of its
+own created for it under the system's temporary directory (mode 0700, owned by `postgres`);
+DIR keeps only `cluster.json`, readable by root alone. No parent directory's mode is ever
+changed. Without root, everything lives under DIR (mode 0700).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import pwd
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,10 +70,30 @@ def _chown_to_server_user(path: Path) -> None:
     if os.geteuid() != 0:
         return
     pw = pwd.getpwnam(SUPERUSER)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes a file of mode 0600 (created so: never readable by others, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
+def _server_dir(base: Path) -> Path:
+    """Where the server keeps its data, socket and log: a 0700 directory its user owns."""
+    if os.geteuid() != 0:
+        base.chmod(0o700)
+        return base
+    # /tmp (or $TMPDIR when the server user can reach it): the new directory is ours, so
+    # only its own mode and owner are set; nothing above it changes.
+    parent = Path(tempfile.gettempdir())
+    if not all(p.stat().st_mode & stat.S_IXOTH for p in [parent, *parent.parents]):
+        parent = Path("/tmp")
+    server = Path(tempfile.mkdtemp(prefix="jm-pgsrv-", dir=parent))
+    _chown_to_server_user(server)
+    return server
 
 
 @dataclass
@@ -77,6 +105,8 @@ class Cluster:
     port: int
     password: str
     options: str
+    #: The server's own directory (data, socket, log): `base` without root.
+    server_dir: str = ""
 
     @property
     def dsn(self) -> str:
@@ -86,8 +116,12 @@ class Cluster:
         return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{dbname}"
 
     @property
+    def home(self) -> Path:
+        return Path(self.server_dir or self.base)
+
+    @property
     def data(self) -> Path:
-        return Path(self.base) / "data"
+        return self.home / "data"
 
     def pg_ctl(self, *args: str) -> None:
         cmd = [str(Path(self.bindir) / "pg_ctl"), "-D", str(self.data), *args]
@@ -95,13 +129,13 @@ class Cluster:
 
     def restart(self) -> None:
         """`pg_ctl restart -m fast`: every open connection is terminated."""
-        self.pg_ctl("restart", "-m", "fast", "-w", "-l", str(Path(self.base) / "server.log"))
+        self.pg_ctl("restart", "-m", "fast", "-w", "-l", str(self.home / "server.log"))
 
     def stop(self) -> None:
         self.pg_ctl("stop", "-m", "fast", "-w")
 
     def start(self) -> None:
-        self.pg_ctl("start", "-w", "-l", str(Path(self.base) / "server.log"), "-o", self.options)
+        self.pg_ctl("start", "-w", "-l", str(self.home / "server.log"), "-o", self.options)
 
 
 def start(base: Path) -> Cluster:
@@ -109,51 +143,53 @@ def start(base: Path) -> Cluster:
     bindir = find_bindir()
     base.mkdir(parents=True, exist_ok=True)
     base = base.resolve()
-    if (base / "data").exists():
-        raise RuntimeError(f"{base}/data exists already; stop and remove it first")
+    if (base / "cluster.json").exists():
+        raise RuntimeError(f"{base} holds a cluster already; stop and remove it first")
+    base.chmod(0o700)  # DIR itself (never a parent): it holds the password
+    server = _server_dir(base)
     password = "jm-" + secrets.token_hex(12)
-    pwfile = base / "pwfile"
-    pwfile.write_text(password + "\n")
-    _chown_to_server_user(base)
-    if os.geteuid() == 0:
-        # The server user must be able to reach `base` through every parent directory.
-        for parent in base.parents:
-            if parent == Path("/"):
-                break
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                os.chmod(parent, mode | 0o001)
-    subprocess.run(
-        _as_server_user(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(base / "data"),
-                "-U",
-                SUPERUSER,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                f"--pwfile={pwfile}",
-                "--no-sync",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    pwfile.unlink()
+    pwfile = server / "pwfile"
+    _write_private(pwfile, password + "\n")
+    _chown_to_server_user(pwfile)
+    try:
+        subprocess.run(
+            _as_server_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(server / "data"),
+                    "-U",
+                    SUPERUSER,
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    f"--pwfile={pwfile}",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     port = _free_port()
     options = (
-        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+        f"-p {port} -k {server} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+        "-c unix_socket_permissions=0700 "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     )
     cluster = Cluster(
-        base=str(base), bindir=str(bindir), port=port, password=password, options=options
+        base=str(base),
+        bindir=str(bindir),
+        port=port,
+        password=password,
+        options=options,
+        server_dir=str(server),
     )
+    _write_private(base / "cluster.json", json.dumps(asdict(cluster)))
     cluster.start()
-    (base / "cluster.json").write_text(json.dumps(asdict(cluster)))
     return cluster
 
 
@@ -167,6 +203,8 @@ def stop(base: Path, *, remove: bool = True) -> None:
         cluster.pg_ctl("stop", "-m", "immediate", "-w")
     finally:
         if remove:
+            if cluster.server_dir:
+                shutil.rmtree(cluster.server_dir, ignore_errors=True)
             shutil.rmtree(base, ignore_errors=True)
 
 

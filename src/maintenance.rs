@@ -53,10 +53,35 @@ pub fn vacuum_tables(pool: &LazyPool, full: bool) -> Result<Vec<String>> {
     )
 }
 
+/// Whether the current role may ANALYZE/VACUUM `table`: its owner (or a member of the
+/// owning role), a superuser, or (PostgreSQL 17+) a role granted MAINTAIN on it. For any other
+/// role PostgreSQL only warns and skips, so such a table is left out of what is reported done.
+fn may_maintain(pool: &LazyPool, table: &str) -> Result<bool> {
+    pool.run(|c| {
+        Ok(c.query_one(
+            "SELECT pg_has_role(c.relowner, 'USAGE')
+                 OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                 OR CASE WHEN current_setting('server_version_num')::int >= 170000
+                         THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+             FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table],
+        )
+        .context("checking who may maintain the tables")?
+        .get(0))
+    })
+}
+
 fn each_table(pool: &LazyPool, command: &str) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for table in OWNED_TABLES {
         if !schema::table_exists(pool, table)? {
+            continue;
+        }
+        if !may_maintain(pool, table)? {
+            log::warn!(
+                "{command} {table} skipped: only its owner (or, from PostgreSQL 17, a role \
+                 granted MAINTAIN) may run it; autovacuum still does"
+            );
             continue;
         }
         // VACUUM cannot run in a transaction block: one simple statement at a time.
@@ -176,6 +201,10 @@ pub fn table_stats(pool: &LazyPool, exact: bool) -> Result<Vec<TableStats>> {
     Ok(out)
 }
 
+/// The largest threshold accepted (seconds: about 31,700 years), so that no value can
+/// overflow PostgreSQL's interval arithmetic.
+pub const MAX_THRESHOLD: f64 = 1e12;
+
 /// Limits beyond which the health report lists a problem. Every field can be overridden.
 #[derive(Debug, Clone, Serialize)]
 pub struct Thresholds {
@@ -210,9 +239,10 @@ impl Thresholds {
     /// Applies overrides by name; an unknown name or a negative value is an error.
     pub fn with_overrides(mut self, overrides: &BTreeMap<String, f64>) -> Result<Self> {
         for (key, value) in overrides {
-            if !(value.is_finite() && *value >= 0.0) {
+            if !(value.is_finite() && (0.0..=MAX_THRESHOLD).contains(value)) {
                 return Err(Error::invalid(format!(
-                    "threshold {key} must be zero or more, got {value}"
+                    "threshold {key} must be a number from 0 to {MAX_THRESHOLD:e}, got {}",
+                    crate::logs::shown_number(*value)
                 )));
             }
             let slot = match key.as_str() {
@@ -484,5 +514,11 @@ mod tests {
         let mut neg = BTreeMap::new();
         neg.insert("max_dead_ratio".to_owned(), -1.0);
         assert!(Thresholds::default().with_overrides(&neg).is_err());
+        for huge in [1e300, f64::INFINITY, f64::NAN] {
+            let mut o = BTreeMap::new();
+            o.insert("stuck_after_s".to_owned(), huge);
+            let e = Thresholds::default().with_overrides(&o).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{huge}");
+        }
     }
 }

@@ -1,7 +1,10 @@
 """Runs one DAG file with ``dag.test()`` in real Airflow; prints its outcome as JSON.
 
-Used by tests/test_dags.py, in the Airflow venv (``python airflow_runner.py DAG_FILE CONF``).
-Prints ``{"state": ..., "tasks": {task_id[map_index]: state}, "xcom": {task_id: value}}``.
+Used by tests/test_dags.py, in the Airflow venv (``python airflow_runner.py DAG_FILE CONF``;
+CONF may be a list of confs: one run each, one RESULT line each).
+Prints ``{"state": ..., "tasks": {task_id[map_index]: state}, "xcom": {task_id: value}}``, or
+``{"state": "rejected", "error": ...}`` when Airflow refused to start the run (a conf that
+fails the DAG's Params).
 """
 
 from __future__ import annotations
@@ -18,7 +21,18 @@ def main() -> int:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    run = module.dag.test(run_conf=conf)
+    # A list of confs: one run each, in this one process (Airflow starts once).
+    for one in conf if isinstance(conf, list) else [conf]:
+        run_one(module, one)
+    return 0
+
+
+def run_one(module, conf: dict) -> None:
+    try:
+        run = module.dag.test(run_conf=conf)
+    except Exception as e:  # e.g. ParamValidationError: the run was refused before it started
+        print("RESULT " + json.dumps({"state": "rejected", "error": f"{type(e).__name__}: {e}"}))
+        return
     tasks = {}
     xcom = {}
     from airflow.models.xcom import XComModel
@@ -37,7 +51,6 @@ def main() -> int:
     print(
         "RESULT " + json.dumps({"state": str(run.state), "tasks": tasks, "xcom": xcom}, default=str)
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import job_manager
 import pytest
-from conftest import FIXTURES, Server
+from conftest import FIXTURES, ROOT, Server
 
 
 def run(dsn: str | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -238,3 +239,204 @@ def test_operator_scripts(dsn: str, tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert "restore FAILED" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cleanup-backups", "--keep", "-1"],
+        ["cleanup-backups", "--keep", "0"],
+        ["cleanup-backups", "--keep", "1e999"],
+        ["backup", "--keep", "x"],
+        ["reset", "--older-than", "0"],
+        ["reset", "--older-than", "nan"],
+        ["reset", "--older-than", "inf"],
+        ["cleanup-logs", "--max-age-days", "1e300"],
+        ["cleanup-logs", "--max-age-days", "-1"],
+        ["maintain", "--stuck-after", "1"],
+        ["maintain", "--download-days", "0"],
+    ],
+)
+def test_bad_numbers_are_usage_errors_without_traceback(
+    dsn: str, tmp_path: Path, args: list[str]
+) -> None:
+    r = run(dsn, *args, "--dir", str(tmp_path)) if "--dir" in _help(args[0]) else run(dsn, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert "error:" in r.stderr
+
+
+def test_cleanup_logs_refuses_the_root_and_other_trees(tmp_path: Path) -> None:
+    for target in ("/", str(tmp_path)):
+        r = run(None, "cleanup-logs", "--log-dir", target, "--dry-run")
+        assert r.returncode == 1, target
+        assert r.stderr.startswith("error: log_dir "), r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_add_file_must_be_a_regular_file(dsn: str) -> None:
+    assert run(dsn, "init").returncode == 0
+    r = run(dsn, "add", "--file", "/dev/zero")
+    assert r.returncode == 2
+    assert "not a regular file" in r.stderr
+
+
+def _help(command: str) -> str:
+    return run(None, command, "--help").stdout
+
+
+def test_restore_prompt_ctrl_d_cancels(dsn: str, tmp_path: Path) -> None:
+    """Ctrl-D (end of input) at the confirmation prompt is a no: nothing changes, no traceback."""
+    import pty
+
+    assert run(dsn, "init").returncode == 0
+    run(dsn, "add", "-p", "kept")
+    made = json.loads(run(dsn, "backup", "--dir", str(tmp_path), "--json").stdout)
+    run(dsn, "add", "-p", "added after the backup")
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_MANAGER_")}
+    env["JOB_MANAGER_DSN"] = dsn
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "job_manager", "restore", "--dir", str(tmp_path), made["path"]],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    os.close(slave)
+    try:
+        os.write(master, b"\x04")  # Ctrl-D on an empty line: EOF
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert proc.returncode == 1, (out, err)
+    assert "cancelled: nothing was changed" in err
+    assert "Traceback" not in err
+    stats = json.loads(run(dsn, "stats", "--json").stdout)
+    assert stats == {"IMAGE_TEST": {"pending": 2}}
+
+
+def test_dsn_from_a_file_and_argv_warning(dsn: str, tmp_path: Path) -> None:
+    assert run(dsn, "init").returncode == 0
+    f = tmp_path / "dsn"
+    f.write_text(dsn + "\n")
+    f.chmod(0o600)
+    r = run(None, "--dsn-file", str(f), "stats", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "job_manager", "stats", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JOB_MANAGER_DSN_FILE": str(f)},
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    r = run(None, "--dsn", dsn, "stats", "--json")
+    assert r.returncode == 0
+    assert "process list" in r.stderr
+    r = run(None, "--dsn-file", str(tmp_path / "missing"), "stats")
+    assert r.returncode == 2
+    assert "cannot read the DSN file" in r.stderr
+
+
+def test_raw_at_sign_in_a_url_password_is_refused_without_showing_it() -> None:
+    r = run("postgresql://user:pa@ss-tail-secret@127.0.0.1:1/db", "stats")
+    assert r.returncode == 2
+    assert "%40" in r.stderr
+    assert "tail-secret" not in r.stderr + r.stdout
+
+
+def test_file_names_starting_with_a_dash(tmp_path: Path) -> None:
+    odd = tmp_path / "-rf.sql"
+    odd.write_text("not a backup\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "job_manager", "verify", "--", "-rf.sql"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1  # read as a file (and refused as not a backup), not an option
+    assert r.stderr.startswith("error: not a job_manager backup")
+    # The restore script passes the file after --: the same file, never an option.
+    env = dict(os.environ, JOB_MANAGER_EXEC="", JOB_MANAGER_DSN="postgresql://u@127.0.0.1:1/d")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    r = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "restore_database.sh"), "-rf.sql", "--yes"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1, r.stderr
+    assert "-- -rf.sql" in r.stderr
+    assert "unrecognized arguments" not in r.stderr
+    assert "restore FAILED" in r.stderr
+
+
+def test_maintain_runs_every_step_and_reports_failures(dsn: str, tmp_path: Path) -> None:
+    assert run(dsn, "init").returncode == 0
+    not_logs = tmp_path / "not-logs"
+    not_logs.mkdir()
+    r = run(dsn, "maintain", "--log-dir", str(not_logs), "--dir", str(tmp_path / "b"), "--json")
+    assert r.returncode == 1
+    summary = json.loads(r.stdout)
+    assert list(summary["failed"]) == ["cleanup_logs"]
+    assert "Airflow log folder" in summary["failed"]["cleanup_logs"]
+    # The steps after the failing one ran too.
+    assert summary["reset_stuck_jobs"] == 0
+    assert summary["analyze_tables"] == ["jobs", "download_queue", "job_manager_schema_history"]
+    assert summary["cleanup_backups"] == "skipped (no dir)"
+    r = run(dsn, "maintain", "--log-dir", str(not_logs), "--dir", str(tmp_path / "b"))
+    assert r.returncode == 1
+    assert "log files deleted:      FAILED: " in r.stdout
+    assert "1 of 5 steps FAILED" in r.stdout
+
+
+def test_backup_reports_a_failed_rotation_truthfully(dsn: str, tmp_path: Path) -> None:
+    """The backup is written, rotation fails on a file it cannot delete: both are said."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make one backup undeletable")
+    assert run(dsn, "init").returncode == 0
+    d = tmp_path / "b"
+    for _ in range(2):
+        assert run(dsn, "backup", "--dir", str(d)).returncode == 0
+    oldest = sorted(d.iterdir())[0]
+    if subprocess.run(["chattr", "+i", str(oldest)], check=False).returncode != 0:
+        pytest.skip("this file system has no immutable flag")
+    try:
+        r = run(dsn, "backup", "--dir", str(d), "--keep", "1", "--json")
+        data = json.loads(r.stdout)
+        assert Path(data["path"]).exists()  # written, and said so
+        text = run(dsn, "backup", "--dir", str(d), "--keep", "1")
+    finally:
+        subprocess.run(["chattr", "-i", str(oldest)], check=True)
+    assert r.returncode == 1, r.stderr
+    assert "rotation_error" in data
+    assert text.returncode == 1
+    assert text.stdout.startswith("backup written: ")
+    assert "rotation FAILED (the new backup is kept)" in text.stdout
+    # The script says what happened, never "no new backup was written".
+    env = dict(os.environ, JOB_MANAGER_DSN=dsn, JOB_MANAGER_EXEC="")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    subprocess.run(["chattr", "+i", str(oldest)], check=True)
+    try:
+        script = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "backup_database.sh"), "--dir", str(d), "--keep", "1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        subprocess.run(["chattr", "-i", str(oldest)], check=True)
+    assert script.returncode == 1
+    assert "backup written: " in script.stdout
+    assert "no new backup was written" not in script.stderr

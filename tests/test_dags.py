@@ -76,6 +76,28 @@ def run_dag(
     return result
 
 
+def run_dags(
+    python: str, home: Path, dsn: str | None, dag_id: str, confs: list[dict], **env: str
+) -> list[dict]:
+    """One run per conf, in one Airflow process; the results in order."""
+    out = subprocess.run(
+        [python, str(RUNNER), str(DAGS / f"{dag_id}.py"), json.dumps(confs)],
+        env=airflow_env(home, dsn, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    detail = f"exit {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert len(lines) == len(confs), detail
+    results = [json.loads(line[len("RESULT ") :]) for line in lines]
+    for r, conf in zip(results, confs, strict=True):
+        r["conf"] = conf
+        r["log"] = out.stdout[-3000:]
+    return results
+
+
 class Listener:
     """A TCP port that counts connection attempts (and never answers)."""
 
@@ -189,20 +211,27 @@ def test_backup_dag_backs_up_verifies_and_rotates(
 ) -> None:
     jm.add_jobs([f"backed up {i}" for i in range(50)], "VIDEO_PROD")
     d = tmp_path / "backups"
-    old = [jm.backup_database(d, keep=None) for _ in range(2)]
+    old = [jm.backup_database(d, keep=None) for _ in range(3)]
     (d / "notes.txt").write_text("not a backup")
     result = run_dag(
-        airflow_python, airflow_home, dsn, "job_manager_backup", {"backup_dir": str(d), "keep": 2}
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_backup",
+        {"keep": 3},
+        JOB_MANAGER_BACKUP_DIR=str(d),
     )
     assert result["state"] == "success", result["log"][-3000:]
     assert set(result["tasks"].values()) == {"success"}
     made = result["xcom"]["backup"]
     assert verify_backup(made["path"]).rows == {"jobs": 50, "download_queue": 0}
     assert result["xcom"]["verify"]["sha256"] == made["sha256"]
-    # keep=2: the new one and the newest older one; the oldest went; notes.txt stayed.
-    assert result["xcom"]["rotate"] == [old[0].path]
+    # keep=3: the new one and the two newest older ones; the oldest went; notes.txt stayed.
+    assert result["xcom"]["rotate"] == {"deleted": 1, "paths": [old[0].path]}
     names = sorted(p.name for p in d.iterdir())
-    assert names == sorted(["notes.txt", Path(old[1].path).name, Path(made["path"]).name])
+    assert names == sorted(
+        ["notes.txt", *(Path(o.path).name for o in old[1:]), Path(made["path"]).name]
+    )
 
 
 def test_backup_dag_fails_loudly(
@@ -211,7 +240,7 @@ def test_backup_dag_fails_loudly(
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where the backup directory should be")
     result = run_dag(
-        airflow_python, airflow_home, dsn, "job_manager_backup", {"backup_dir": str(blocker)}
+        airflow_python, airflow_home, dsn, "job_manager_backup", JOB_MANAGER_BACKUP_DIR=str(blocker)
     )
     assert result["state"] == "failed"
     assert result["tasks"]["backup"] == "failed"
@@ -243,31 +272,34 @@ def test_maintenance_dag(
     new_log = logs / "dag_id=x" / "run_id=s" / "task_id=t" / "attempt=1.log"
     new_log.parent.mkdir(parents=True)
     new_log.write_text("new")
+    many = logs / "dag_id=many" / "run_id=r" / "task_id=t"
+    many.mkdir(parents=True)
+    for i in range(300):
+        (many / f"attempt={i}.log").write_text("old")
+        os.utime(many / f"attempt={i}.log", (ten_days, ten_days))
 
+    env = {
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs),
+        "JOB_MANAGER_BACKUP_DIR": str(tmp_path / "none"),
+    }
     dry = run_dag(
-        airflow_python,
-        airflow_home,
-        dsn,
-        "job_manager_maintenance",
-        {"log_dir": str(logs), "backup_dir": str(tmp_path / "none"), "dry_run": True},
+        airflow_python, airflow_home, dsn, "job_manager_maintenance", {"dry_run": True}, **env
     )
     assert dry["state"] == "success", dry["log"][-3000:]
     assert old_log.exists()
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 3
+    assert dry["xcom"]["cleanup_logs"]["files"] == 301
+    # XCom carries the count and a bounded sample, never the whole list.
+    assert len(dry["xcom"]["cleanup_logs"]["paths"]) == 100
 
-    result = run_dag(
-        airflow_python,
-        airflow_home,
-        dsn,
-        "job_manager_maintenance",
-        {"log_dir": str(logs), "backup_dir": str(tmp_path / "none")},
-    )
+    result = run_dag(airflow_python, airflow_home, dsn, "job_manager_maintenance", {}, **env)
     assert result["state"] == "success", result["log"][-3000:]
     assert result["xcom"]["reset_stuck_jobs"] == 2
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 1
     assert not old_log.exists()
     assert new_log.exists()
-    assert result["xcom"]["cleanup_logs"]["files"] == 1
+    assert result["xcom"]["cleanup_logs"]["files"] == 301
+    assert result["xcom"]["cleanup_logs"] == {**dry["xcom"]["cleanup_logs"], "dry_run": False}
     assert result["xcom"]["analyze"] == ["jobs", "download_queue", "job_manager_schema_history"]
     report = result["xcom"]["health_report"]
     assert report["jobs"] == {"IMAGE_TEST": {"pending": 2, "processing": 1}}
@@ -278,16 +310,20 @@ def test_maintenance_dag(
 def test_queue_example_claims_each_job_once(
     airflow_python: str, airflow_home: Path, dsn: str, db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    prompts = tmp_path / "prompts.txt"
+    prompts = tmp_path / "prompts" / "prompts.txt"
+    prompts.parent.mkdir()
     lines = [f"picture number {i}" for i in range(12)] + ["please fail this one"]
     prompts.write_text("\n".join(lines) + "\n", "utf-8")
     out = tmp_path / "outputs"
     result = run_dag(
         airflow_python,
         airflow_home,
-        dsn,
+        None,
         "job_queue_example",
-        {"prompts_file": str(prompts), "workers": 4, "output_dir": str(out)},
+        {"prompts_file": "prompts.txt", "workers": 4},
+        AIRFLOW_CONN_JOB_QUEUE_EXAMPLE_DB=dsn,
+        JOB_MANAGER_PROMPTS_DIR=str(prompts.parent),
+        JOB_MANAGER_OUTPUT_DIR=str(out),
     )
     assert result["state"] == "success", result["log"][-3000:]
     assert [k for k in result["tasks"] if k.startswith("work[")] == [f"work[{i}]" for i in range(4)]
@@ -297,7 +333,7 @@ def test_queue_example_claims_each_job_once(
     assert scalar(db, "SELECT error_message FROM jobs WHERE prompt_text = %s", lines[-1]) == (
         "stand-in failure: the prompt asked for it"
     )
-    assert len(list(out.iterdir())) == 12
+    assert len(list((out / "job_queue_example").iterdir())) == 12
     assert "=== 作业统计信息 ===" in result["log"]
 
 
@@ -309,3 +345,268 @@ def test_dag_files_run_standalone_end_with_dag_test() -> None:
 def test_server_fixture_is_real(server: Server) -> None:
     with server.admin() as c:
         assert scalar(c, "SELECT 1") == 1
+
+
+# --- What a trigger-only user can do with a run's conf: nothing the operator did not choose. --
+# Each run below is refused by Airflow (the Params) or fails in its first task, before anything
+# is read, written, deleted or connected to; the assertions check that nothing was.
+
+
+def refused(result: dict, first_task: str) -> None:
+    """The run never started, or its first task failed and nothing after it ran."""
+    conf = result.get("conf")
+    if result["state"] == "rejected":
+        return
+    assert result["state"] == "failed", (conf, result["log"][-3000:])
+    assert result["tasks"][first_task] == "failed", (conf, result["tasks"])
+    others = {k: v for k, v in result["tasks"].items() if k != first_task}
+    assert "success" not in others.values(), (conf, result["tasks"])
+    assert not (set(result["xcom"]) - {first_task}), (conf, result["xcom"])
+
+
+def with_outside(confs: list[dict], outside: Path) -> list[dict]:
+    """The confs with the placeholder OUTSIDE replaced by a path outside every root."""
+    return [{k: str(outside) if v == "OUTSIDE" else v for k, v in c.items()} for c in confs]
+
+
+def tables(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.fixture
+def other_dsn(server: Server) -> Iterator[str]:
+    """Another database on the same server: somebody else's."""
+    name = server.create_database()
+    try:
+        yield server.dsn_for(name)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def example_env(tmp_path: Path, dsn: str) -> dict[str, str]:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "ok.txt").write_text("a prompt\n")
+    (prompts / "link.txt").symlink_to("/etc/passwd")
+    (prompts / "big.txt").write_bytes(b"p\n" * (3 * 1024 * 1024))  # 6 MiB > 4 MiB
+    os.mkfifo(prompts / "fifo")
+    return {
+        "AIRFLOW_CONN_JOB_QUEUE_EXAMPLE_DB": dsn,
+        "JOB_MANAGER_PROMPTS_DIR": str(prompts),
+        "JOB_MANAGER_OUTPUT_DIR": str(tmp_path / "outputs"),
+    }
+
+
+EXAMPLE_ATTACKS = [
+    {"prompts_file": "/etc/passwd"},
+    {"prompts_file": "/dev/zero"},
+    {"prompts_file": "link.txt"},  # a symlink inside the prompts folder to /etc/passwd
+    {"prompts_file": "../../../../../../etc/passwd"},
+    {"prompts_file": "big.txt"},  # over the size cap
+    {"prompts_file": "fifo"},  # not a regular file
+    {"prompts_file": "ok.txt", "output_dir": "OUTSIDE"},  # an absolute path outside the root
+    {"prompts_file": "ok.txt", "conn_id": "other_db"},
+    {"prompts_file": "ok.txt", "conn_id": "job_manager_db"},  # production, not opted in
+    {"prompts_file": "ok.txt", "workers": 1000},
+]
+
+
+def test_queue_example_refuses_hostile_conf(
+    airflow_python: str,
+    airflow_home: Path,
+    dsn: str,
+    other_dsn: str,
+    example_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside-outputs"
+    confs = with_outside(EXAMPLE_ATTACKS, outside)
+    results = run_dags(
+        airflow_python,
+        airflow_home,
+        other_dsn,  # JOB_MANAGER_DSN: production; the example must never fall back to it
+        "job_queue_example",
+        confs,
+        AIRFLOW_CONN_OTHER_DB=other_dsn,
+        AIRFLOW_CONN_JOB_MANAGER_DB=other_dsn,
+        **example_env,
+    )
+    for result in results:
+        refused(result, "produce")
+    assert tables(dsn) == []  # not even init_database ran
+    assert tables(other_dsn) == []
+    assert not outside.exists()
+    assert not Path(example_env["JOB_MANAGER_OUTPUT_DIR"]).exists()
+
+
+def test_queue_example_on_production_only_when_the_operator_opts_in(
+    airflow_python: str, airflow_home: Path, other_dsn: str, example_env: dict[str, str]
+) -> None:
+    result = run_dag(
+        airflow_python,
+        airflow_home,
+        None,
+        "job_queue_example",
+        {"prompts_file": "ok.txt", "conn_id": "job_manager_db", "workers": 1},
+        AIRFLOW_CONN_JOB_MANAGER_DB=other_dsn,
+        JOB_QUEUE_EXAMPLE_ON_PRODUCTION="true",
+        **example_env,
+    )
+    assert result["state"] == "success", result["log"][-3000:]
+    assert result["xcom"]["report"]["stats"] == {"IMAGE_TEST": {"completed": 1}}
+
+
+@pytest.fixture
+def maintenance_setup(tmp_path: Path, jm: JobManager, db: psycopg.Connection) -> dict:
+    """A job claimed a moment ago, a completed download, an old and a fresh task log."""
+    job = jm.add_job("claimed just now", "IMAGE_TEST")
+    jm.get_and_lock_job("IMAGE_TEST")
+    jm.add_download_task(job, "https://example.com/a", "/tmp/a", "image")
+    db.execute("UPDATE download_queue SET status = 'completed'")
+    logs = tmp_path / "logs"
+    old = logs / "dag_id=x" / "run_id=r" / "task_id=t" / "attempt=1.log"
+    old.parent.mkdir(parents=True)
+    old.write_text("old")
+    t = time.time() - 10 * 86_400
+    os.utime(old, (t, t))
+    fresh = logs / "dag_id=x" / "run_id=s" / "task_id=t" / "attempt=1.log"
+    fresh.parent.mkdir(parents=True)
+    fresh.write_text("written a second ago")
+    elsewhere = tmp_path / "elsewhere" / "dag_id=y"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "precious.log").write_text("not a task log")
+    os.utime(elsewhere / "precious.log", (t, t))
+    (logs / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "backups").mkdir()
+    return {"logs": logs, "old": old, "fresh": fresh, "elsewhere": elsewhere, "job": job}
+
+
+MAINTENANCE_ATTACKS = [
+    {"stuck_after_s": 0},
+    {"stuck_after_s": 299},
+    {"download_days": 0},
+    {"log_days": 0},
+    {"log_days": 1e300},
+    {"log_dir": "/"},
+    {"log_dir": "ELSEWHERE"},
+    {"log_dir": "link"},  # a symlink inside the log folder to a tree outside it
+    {"log_dir": "dag_id=x"},  # inside, but not a log folder: the sweep would refuse it later
+    {"backup_dir": "/tmp"},
+    {"conn_id": "other_db"},
+    {"dry_run": "yes"},
+]
+
+
+def test_maintenance_refuses_hostile_conf(
+    airflow_python: str,
+    airflow_home: Path,
+    dsn: str,
+    other_dsn: str,
+    db: psycopg.Connection,
+    maintenance_setup: dict,
+    tmp_path: Path,
+) -> None:
+    s = maintenance_setup
+    elsewhere = str(s["elsewhere"].parent)
+    confs = [
+        {k: (elsewhere if v == "ELSEWHERE" else v) for k, v in c.items()}
+        for c in MAINTENANCE_ATTACKS
+    ]
+    results = run_dags(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_maintenance",
+        confs,
+        AIRFLOW_CONN_OTHER_DB=other_dsn,
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(s["logs"]),
+        JOB_MANAGER_BACKUP_DIR=str(tmp_path / "backups"),
+    )
+    for result in results:
+        refused(result, "check_params")
+    assert scalar(db, "SELECT status FROM jobs WHERE id = %s", s["job"]) == "processing"
+    assert scalar(db, "SELECT count(*) FROM download_queue") == 1
+    assert s["old"].exists()
+    assert s["fresh"].exists()
+    assert (s["elsewhere"] / "precious.log").exists()
+    assert tables(other_dsn) == []
+
+
+@pytest.fixture
+def six_backups(tmp_path: Path, jm: JobManager) -> Path:
+    d = tmp_path / "backups"
+    jm.add_job("one", "IMAGE_TEST")
+    for _ in range(6):
+        jm.backup_database(d, keep=None)
+    return d
+
+
+BACKUP_ATTACKS = [
+    {"keep": 1},
+    {"keep": 2},
+    {"backup_dir": "OUTSIDE"},  # an absolute path outside the root
+    {"backup_dir": "../elsewhere"},
+    {"conn_id": "other_db"},
+]
+
+
+def test_backup_refuses_hostile_conf(
+    airflow_python: str,
+    airflow_home: Path,
+    dsn: str,
+    other_dsn: str,
+    six_backups: Path,
+    tmp_path: Path,
+) -> None:
+    before = sorted(p.name for p in six_backups.iterdir())
+    outside = tmp_path / "outside-backups"
+    confs = with_outside(BACKUP_ATTACKS, outside)
+    results = run_dags(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_backup",
+        confs,
+        AIRFLOW_CONN_OTHER_DB=other_dsn,
+        JOB_MANAGER_BACKUP_DIR=str(six_backups),
+    )
+    for result in results:
+        refused(result, "backup")
+    assert sorted(p.name for p in six_backups.iterdir()) == before
+    assert not outside.exists()
+    assert not (tmp_path / "elsewhere").exists()
+    assert tables(other_dsn) == []
+
+
+def test_init_refuses_a_connection_off_the_allow_list(
+    airflow_python: str, airflow_home: Path, dsn: str, other_dsn: str
+) -> None:
+    """conn_id=other_db once created our tables in somebody else's database."""
+    result = run_dag(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_init",
+        {"conn_id": "other_db"},
+        AIRFLOW_CONN_OTHER_DB=other_dsn,
+    )
+    refused(result, "inspect_schema")
+    assert "is not allowed here" in result["log"]
+    assert tables(other_dsn) == []
+    # On the list but not defined: an error too, never the environment's database.
+    result = run_dag(
+        airflow_python,
+        airflow_home,
+        dsn,
+        "job_manager_init",
+        {"conn_id": "other_db"},
+        JOB_MANAGER_ALLOWED_CONN_IDS="job_manager_db,other_db",
+    )
+    refused(result, "inspect_schema")
+    assert "is not defined" in result["log"]
+    assert tables(dsn) == []

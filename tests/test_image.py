@@ -4,9 +4,11 @@ build stage makes is the one the tests run (same `maturin build --release`)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -40,15 +42,40 @@ def compose(*args: str, env_file: Path = ROOT / ".env.example") -> subprocess.Co
     )
 
 
+def filled_env(text: str | None = None) -> dict[str, str]:
+    """.env.example with every secret generated and AIRFLOW_UID set, as an operator fills it."""
+    values = {}
+    for line in (text or (ROOT / ".env.example").read_text()).splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value
+    for key, value in values.items():
+        if value == "CHANGE-ME":
+            values[key] = secrets.token_urlsafe(32)
+    values["AIRFLOW__CORE__FERNET_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    values["AIRFLOW_UID"] = str(os.getuid() or 1000)
+    return values
+
+
+def write_env(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
 @pytest.fixture(scope="module")
-def config() -> dict:
-    r = compose("config", "--format", "json")
+def good_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_env(tmp_path_factory.mktemp("env") / ".env", filled_env())
+
+
+@pytest.fixture(scope="module")
+def config(good_env: Path) -> dict:
+    r = compose("config", "--format", "json", env_file=good_env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
-def test_compose_file_is_valid() -> None:
-    r = compose("config", "-q")
+def test_compose_file_is_valid(good_env: Path) -> None:
+    r = compose("config", "-q", env_file=good_env)
     assert r.returncode == 0, r.stderr
     version = subprocess.run([compose_binary(), "version"], capture_output=True, text=True)
     assert "v2." in version.stdout
@@ -79,8 +106,8 @@ def test_airflow_services_wait_for_healthy_dependencies(config: dict) -> None:
         assert {"/opt/airflow/dags", "/opt/airflow/logs", "/opt/airflow/backups"} <= targets
         env = s["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-        assert env["JOB_MANAGER_DSN"].startswith("postgresql://")
-        assert env["AIRFLOW_CONN_JOB_MANAGER_DB"].startswith("postgresql://")
+        assert env["JOB_MANAGER_DSN"].startswith("postgresql://job_manager:")
+        assert env["AIRFLOW_CONN_JOB_MANAGER_DB"].startswith("postgresql://job_manager:")
     init = " ".join(services["airflow-init"]["command"])
     assert "python -m job_manager init" in init
     assert services["airflow-init"]["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
@@ -90,11 +117,9 @@ def test_airflow_services_wait_for_healthy_dependencies(config: dict) -> None:
     assert "airflow-worker" not in services
 
 
-def test_celery_profile_adds_redis_and_scalable_workers(tmp_path: Path) -> None:
+def test_celery_profile_adds_redis_and_scalable_workers(good_env: Path, tmp_path: Path) -> None:
     env = tmp_path / ".env"
-    env.write_text(
-        (ROOT / ".env.example").read_text() + "\nAIRFLOW__CORE__EXECUTOR=CeleryExecutor\n"
-    )
+    env.write_text(good_env.read_text() + "\nAIRFLOW__CORE__EXECUTOR=CeleryExecutor\n")
     r = compose("--profile", "celery", "config", "--format", "json", env_file=env)
     assert r.returncode == 0, r.stderr
     services = json.loads(r.stdout)["services"]
@@ -137,3 +162,138 @@ def test_dockerfile_builds_the_wheel_as_the_tests_do() -> None:
     wheels = list((ROOT / "dist").glob("job_manager-*.whl"))
     assert len(wheels) == 1
     assert "-cp310-abi3-" in wheels[0].name
+
+
+# --- cp .env.example .env && docker compose up: never with a known secret ---------------------
+
+CHECK = ROOT / "scripts" / "check_secrets.sh"
+
+
+def check_secrets(values: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], **values}
+    return subprocess.run(
+        ["bash", str(CHECK)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_check_secrets_runs_first_and_gates_everything(config: dict) -> None:
+    services = config["services"]
+    check = services["check-secrets"]
+    assert check["entrypoint"] == ["bash", "/check_secrets.sh"]
+    mount = next(v for v in check["volumes"] if v["target"] == "/check_secrets.sh")
+    assert Path(mount["source"]) == CHECK
+    assert mount["read_only"] is True
+    pg = services["postgres"]["depends_on"]["check-secrets"]
+    assert pg["condition"] == "service_completed_successfully"
+    # Every other service waits for postgres, which waits for the check.
+    for name, s in services.items():
+        if name != "check-secrets":
+            assert s.get("depends_on"), name
+    # The check sees the very values the services get.
+    for key in ("POSTGRES_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"):
+        assert check["environment"][key] == services["airflow-scheduler"]["environment"].get(
+            key, check["environment"][key]
+        )
+
+
+def test_env_example_as_copied_is_refused() -> None:
+    values = filled_env()
+    example = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            example[k] = v
+    r = check_secrets(example)
+    assert r.returncode == 1
+    for name in (
+        "POSTGRES_PASSWORD",
+        "JOB_MANAGER_DB_PASSWORD",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "_AIRFLOW_WWW_USER_PASSWORD",
+        "AIRFLOW_UID",
+    ):
+        assert name in r.stderr, name
+    assert check_secrets(values).returncode == 0, check_secrets(values).stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "change-me-jwt-secret"),  # the old example's value
+        ("_AIRFLOW_WWW_USER_PASSWORD", "change-me-admin"),
+        ("POSTGRES_PASSWORD", "airflow"),
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "short"),
+        ("AIRFLOW__CORE__FERNET_KEY", ""),
+        ("AIRFLOW__CORE__FERNET_KEY", "not-a-fernet-key-but-long-enough-0123456789"),
+        ("JOB_MANAGER_DB_PASSWORD", "has@an-at-sign-and/slash-in-it"),
+        ("AIRFLOW_UID", "0"),
+    ],
+)
+def test_placeholders_and_weak_secrets_are_refused(key: str, value: str) -> None:
+    values = filled_env()
+    values[key] = value
+    r = check_secrets(values)
+    assert r.returncode == 1
+    assert key in r.stderr
+
+
+def test_same_password_for_superuser_and_queue_role_is_refused() -> None:
+    values = filled_env()
+    values["JOB_MANAGER_DB_PASSWORD"] = values["POSTGRES_PASSWORD"]
+    assert check_secrets(values).returncode == 1
+
+
+def test_fernet_key_and_uid_are_required(tmp_path: Path) -> None:
+    for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_UID", "JOB_MANAGER_DB_PASSWORD"):
+        values = filled_env()
+        values[key] = ""
+        r = compose("config", "-q", env_file=write_env(tmp_path / f"{key}.env", values))
+        assert r.returncode != 0, key
+        assert key in r.stderr
+
+
+def test_api_listens_on_localhost_unless_opted_in(config: dict, tmp_path: Path) -> None:
+    ports = config["services"]["airflow-apiserver"]["ports"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in ports] == [
+        ("127.0.0.1", "8080", 8080)
+    ]
+    values = filled_env()
+    values["AIRFLOW_API_BIND"] = "0.0.0.0"
+    r = compose("config", "--format", "json", env_file=write_env(tmp_path / ".env", values))
+    ports = json.loads(r.stdout)["services"]["airflow-apiserver"]["ports"]
+    assert ports[0]["host_ip"] == "0.0.0.0"
+
+
+def test_queue_role_host_files_and_dag_code(config: dict) -> None:
+    services = config["services"]
+    uid = str(os.getuid() or 1000)
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        s = services[name]
+        assert s["user"] == f"{uid}:0", name
+        dags = next(v for v in s["volumes"] if v["target"] == "/opt/airflow/dags")
+        assert dags["read_only"] is True  # deploying code is not the workers' business
+        env = s["environment"]
+        assert env["JOB_MANAGER_ALLOWED_CONN_IDS"] == "job_manager_db"
+        assert env["JOB_MANAGER_BACKUP_DIR"] == "/opt/airflow/backups"
+        assert "job_queue_example" in env["AIRFLOW_CONN_JOB_QUEUE_EXAMPLE_DB"]
+    init = services["airflow-init"]
+    script = " ".join(init["command"])
+    assert "/opt/airflow/dags" not in script.split("chown", 1)[1].split("\n", 1)[0]
+    assert f'chown "{uid}:0"' in script
+    # The schema is created by the owner; the role gets its grants after that.
+    assert init["environment"]["JOB_MANAGER_DSN"].startswith("postgresql://airflow:")
+    grants = services["job-manager-grants"]
+    assert grants["command"] == ["after-init"]
+    assert grants["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-scheduler"]["depends_on"]["job-manager-grants"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_gitignore_keeps_secrets_and_logs_out() -> None:
+    for path in (".env", "logs/", "logs/x/attempt=1.log", "backups/a.sql"):
+        r = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert r.returncode == 0, path
+    r = subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=ROOT, check=False)
+    assert r.returncode == 1

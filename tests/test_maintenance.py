@@ -50,6 +50,12 @@ def tree(tmp_path: Path) -> Path:
     (root / "link_to_outside").symlink_to(outside, target_is_directory=True)
     (root / "etl_link.log").symlink_to(outside / "precious.log")
     (root / "empty_already" / "nested").mkdir(parents=True)
+    # Directories are as old as what they hold (mtime changes when an entry is added)...
+    for d in [p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()]:
+        t = time.time() - 10 * DAY
+        os.utime(d, (t, t))
+    # ...except one Airflow has just created for a running task: empty, young, it must stay.
+    (root / "dag_id=etl" / "run_id=running" / "task_id=extract").mkdir(parents=True)
     return root
 
 
@@ -81,6 +87,8 @@ def test_cleanup_old_logs(tree: Path, tmp_path: Path) -> None:
     assert not (tree / "empty_already").exists()
     assert (tree / "dag_id=etl" / "run_id=mixed" / "task_id=load").is_dir()
     assert not (tree / "dag_id=etl" / "run_id=mixed" / "task_id=extract").exists()
+    # Empty but young (created a moment ago, as Airflow does for a running task): stays.
+    assert (tree / "dag_id=etl" / "run_id=running" / "task_id=extract").is_dir()
     # run_id=old_i/task_id=extract (2 each), mixed/task_id=extract, dag_processor/2026-11-01,
     # empty_already/nested.
     assert r.dirs_removed == 3 * 2 + 1 + 2 + 2
@@ -93,8 +101,112 @@ def test_dry_run_deletes_nothing(tree: Path) -> None:
     r = cleanup_old_logs(tree, 7, dry_run=True)
     assert r.dry_run is True
     assert r.files == 6
-    assert r.dirs_removed == 0
+    assert r.dirs_removed == 3 * 2 + 1 + 2 + 2  # exactly what the real run removes
     assert sorted(p.as_posix() for p in tree.rglob("*")) == before
+    real = cleanup_old_logs(tree, 7)
+    assert (real.files, real.bytes, real.dirs_removed) == (r.files, r.bytes, r.dirs_removed)
+    assert sorted(real.paths) == sorted(r.paths)
+
+
+def test_zero_days_never_removes_a_young_directory(tree: Path) -> None:
+    """max_age_days=0 deletes every matching file, but a directory younger than a day stays."""
+    r = cleanup_old_logs(tree, 0)
+    assert r.files == 8
+    assert (tree / "dag_id=etl" / "run_id=running" / "task_id=extract").is_dir()
+    # Old directories emptied by the sweep go (their age is read before the sweep).
+    assert not (tree / "boundary").exists()
+    assert not (tree / "dag_id=etl" / "run_id=mixed").exists()
+
+
+@pytest.mark.parametrize("days", [1e300, float("inf"), float("nan"), -1, 36_501, 10**400, "7"])
+def test_numbers_out_of_range_are_invalid_arguments(tree: Path, days: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_age_days"):
+        cleanup_old_logs(tree, days)  # type: ignore[arg-type]
+
+
+def test_refuses_root_and_trees_that_are_not_log_folders(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="root directory"):
+        cleanup_old_logs("/", 7, dry_run=True)
+    docs = tmp_path / "docs"
+    touch(docs / "old.log", 30 * DAY)
+    with pytest.raises(InvalidArgumentError, match="not look like an Airflow log folder"):
+        cleanup_old_logs(docs, 7)
+    assert (docs / "old.log").exists()
+    # Named by the operator: swept.
+    env = dict(os.environ, JOB_MANAGER_LOG_DIRS=f"/nonexistent:{docs}")
+    code = f"import job_manager; print(job_manager.cleanup_old_logs({str(docs)!r}, 7).files)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "1"
+
+
+DEEP = """
+import os, resource, sys, threading, time, job_manager
+root, depth = sys.argv[1], int(sys.argv[2])
+fd = os.open(os.path.join(root, "dag_id=deep"), os.O_RDONLY | os.O_DIRECTORY)
+for _ in range(depth):
+    os.mkdir("d", dir_fd=fd)
+    nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = nxt
+f = os.open("attempt=1.log", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.utime(f, (1, 1))
+os.close(f)
+os.close(fd)
+# Few descriptors and a small stack: the sweep must do with them.
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+threading.stack_size(256 * 1024)
+out = {}
+def sweep():
+    t = time.perf_counter()
+    out["r"] = job_manager.cleanup_old_logs(root, 7).to_dict()
+    out["s"] = time.perf_counter() - t
+th = threading.Thread(target=sweep)
+th.start()
+th.join()
+r = out["r"]
+print(r["files"], r["error_count"], r["dirs_removed"], f"{out['s']:.2f}")
+# Remove the chain without recursion (shutil.rmtree would hit Python's recursion limit).
+top = os.path.join(root, "dag_id=deep")
+while os.path.isdir(os.path.join(top, "d")):
+    d = os.path.join(top, "d")
+    for name in os.listdir(d):
+        if name == "d":
+            os.rename(os.path.join(d, name), os.path.join(top, "next"))
+        else:
+            os.unlink(os.path.join(d, name))
+    os.rmdir(d)
+    if os.path.isdir(os.path.join(top, "next")):
+        os.rename(os.path.join(top, "next"), d)
+"""
+
+
+def test_deep_tree_small_stack_few_descriptors(tmp_path: Path) -> None:
+    """10,000 levels, swept in a thread with a 256 KiB stack and RLIMIT_NOFILE=64 (the old
+    recursive sweep crashed a 4 MiB-stack thread with SIGSEGV at 9,000 levels)."""
+    root = tmp_path / "logs"
+    (root / "dag_id=deep").mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-c", DEEP, str(root), "10000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    files, errors, dirs, _seconds = out.stdout.split()
+    assert (files, errors, dirs) == ("1", "0", "0")  # the directories are young: they stay
+
+
+def test_report_lists_a_bounded_sample(tmp_path: Path) -> None:
+    root = tmp_path / "logs"
+    for i in range(250):
+        touch(root / "dag_id=many" / f"attempt={i}.log", 10 * DAY)
+    r = cleanup_old_logs(root, 7, dry_run=True)
+    assert r.files == 250
+    assert len(r.paths) == 100
+    assert r.to_dict()["sample_limit"] == 100
 
 
 def test_patterns_and_keeping_directories(tree: Path) -> None:
@@ -161,29 +273,29 @@ def test_unreadable_directory_is_reported_and_the_sweep_goes_on() -> None:
     base = Path(tempfile.mkdtemp(prefix="jm-logs-", dir="/tmp"))
     try:
         root = base / "logs"
-        touch(root / "a" / "old.log", 10 * DAY)
-        touch(root / "locked" / "old.log", 10 * DAY)
+        touch(root / "dag_id=a" / "old.log", 10 * DAY)
+        touch(root / "dag_id=locked" / "old.log", 10 * DAY)
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
             for p in [base, *base.rglob("*")]:
                 os.chown(p, nobody.pw_uid, nobody.pw_gid)
-        (root / "locked").chmod(0)
+        (root / "dag_id=locked").chmod(0)
         try:
             r = sweep_as_nobody(root)
         finally:
-            (root / "locked").chmod(0o755)
+            (root / "dag_id=locked").chmod(0o755)
         assert r["files"] == 1
         assert len(r["errors"]) == 1
-        assert "locked" in r["errors"][0]
-        assert (root / "locked" / "old.log").exists()
-        assert (root / "locked").is_dir()
+        assert "dag_id=locked" in r["errors"][0]
+        assert (root / "dag_id=locked" / "old.log").exists()
+        assert (root / "dag_id=locked").is_dir()
     finally:
         shutil.rmtree(base)
 
 
 def test_read_only_file_is_deleted_like_find_would(tmp_path: Path) -> None:
     root = tmp_path / "logs"
-    f = touch(root / "ro" / "old.log", 10 * DAY)
+    f = touch(root / "dag_id=ro" / "old.log", 10 * DAY)
     f.chmod(0o400)
     assert cleanup_old_logs(root, 7).files == 1
 
@@ -314,3 +426,11 @@ def test_maintenance_cli(dsn: str, jm: JobManager, tree: Path, tmp_path: Path) -
     r = run_cli(dsn, "size")
     assert r.stdout.startswith("database: ")
     assert "jobs: " in r.stdout
+
+
+@pytest.mark.parametrize("value", [10**400, float("nan"), float("inf"), 1e300, -1, "7", None])
+def test_health_thresholds_are_invalid_arguments_never_overflow(value: object) -> None:
+    """Checked before any connection is made: no server is needed to refuse them."""
+    jm = JobManager("postgresql://u:pw@127.0.0.1:1/db", connect_timeout=1)
+    with pytest.raises(InvalidArgumentError, match="threshold stuck_after_s must be a number"):
+        jm.health_report(None, thresholds={"stuck_after_s": value})  # type: ignore[dict-item]

@@ -185,30 +185,41 @@ class CleanupReport:
     @property
     def bytes(self) -> int: ...
     @property
-    def paths(self) -> list[str]: ...
+    def paths(self) -> list[str]:
+        """The first 100 files deleted (``files`` counts them all)."""
     @property
     def dirs_removed(self) -> int: ...
     @property
     def dry_run(self) -> bool: ...
     @property
     def errors(self) -> list[str]:
-        """What could not be read or deleted; the sweep went on."""
+        """The first 100 things that could not be read or deleted; the sweep went on."""
+    @property
+    def error_count(self) -> int:
+        """How many things could not be read or deleted."""
     def to_dict(self) -> dict[str, object]: ...
 
 def cleanup_old_logs(
     log_dir: StrPath,
-    max_age_days: float = 7.0,
+    max_age_days: float | None = None,
     *,
     patterns: list[str] = ...,
     dry_run: bool = False,
     remove_empty_dirs: bool = True,
 ) -> CleanupReport:
     """Delete files under ``log_dir`` whose names match ``patterns`` (default ``["*.log"]``)
-    and that are strictly older than ``max_age_days``, then directories left empty.
+    and that are strictly older than ``max_age_days`` (None: 7), then directories left empty.
 
-    Never follows or deletes a symlink, never deletes ``log_dir`` or a directory that still
-    holds a file; ``dry_run`` deletes nothing. Raises InvalidArgumentError for a missing
-    ``log_dir``."""
+    A directory goes only when it is empty after the sweep and its modification time was older
+    than ``max_age_days`` and than one day. Never follows or deletes a symlink, never deletes
+    ``log_dir`` or a directory that still holds a file; ``dry_run`` deletes nothing and reports
+    exactly what the real run would. Walks any depth with a bounded stack and at most 32 open
+    directories.
+
+    Raises InvalidArgumentError for a missing ``log_dir``, for ``/``, for a directory that is
+    neither named in ``$AIRFLOW__LOGGING__BASE_LOG_FOLDER`` / ``$JOB_MANAGER_LOG_DIRS`` nor holds
+    Airflow's log layout (``dag_id=*``, ``dag_processor``, ``scheduler``), for
+    ``max_age_days`` outside 0..36500 and for a bad pattern."""
 
 def reset_log_cache() -> None:
     """Forget cached Python logger levels (call after changing ``job_manager`` log levels)."""

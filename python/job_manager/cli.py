@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +27,64 @@ from job_manager._internal import (
     list_backups,
     verify_backup,
 )
-from job_manager.exceptions import JobManagerError
+from job_manager.exceptions import BackupCorruptError, JobManagerError
 from job_manager.manager import JobManager
 
 JOB_TYPES = ("IMAGE_TEST", "VIDEO_PROD")
 DEFAULT_BACKUP_DIR = os.environ.get("JOB_MANAGER_BACKUP_DIR", "backups")
+#: A job claimed less than this long ago is never reset (its worker may be busy with it).
+MIN_STUCK_S = 300.0
+
+
+def _number(minimum: float, maximum: float, *, whole: bool = False) -> Any:
+    """An argparse type: a finite number from minimum to maximum (a usage error otherwise)."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            kind = "a whole number" if whole else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not (math.isfinite(value) and minimum <= value <= maximum):
+            raise argparse.ArgumentTypeError(f"must be from {minimum:g} to {maximum:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _resolve_dsn(args: argparse.Namespace) -> str | None:
+    """The DSN from --dsn-file / $JOB_MANAGER_DSN_FILE, --dsn (warned: visible in the process
+    list), or None for the environment ($JOB_MANAGER_DSN, else $POSTGRES_*)."""
+    path = args.dsn_file or os.environ.get("JOB_MANAGER_DSN_FILE")
+    if path and args.dsn:
+        raise _UsageError("pass --dsn or --dsn-file, not both")
+    dsn = args.dsn
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                dsn = f.read(65536).strip()
+        except OSError as e:
+            raise _UsageError(f"cannot read the DSN file {path}: {e.strerror}") from None
+        if not dsn:
+            raise _UsageError(f"the DSN file {path} is empty")
+    elif dsn:
+        print(
+            "warning: --dsn shows the password to every user of this machine (the process "
+            "list, /proc/PID/cmdline); use --dsn-file PATH or $JOB_MANAGER_DSN instead",
+            file=sys.stderr,
+        )
+    if dsn is None:
+        dsn = os.environ.get("JOB_MANAGER_DSN") or None
+    if dsn and dsn.startswith(("postgres://", "postgresql://")):
+        authority = dsn.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        if authority.count("@") > 1:
+            # Otherwise the text after the password's '@' is taken for the host, and shown.
+            raise _UsageError(
+                "the DSN's password contains a raw '@': percent-encode it as %40 "
+                "(postgresql://user:p%40ss@host/db)"
+            )
+    return dsn
 
 
 def default_log_dir() -> str:
@@ -48,7 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dsn",
-        help="PostgreSQL DSN (default: $JOB_MANAGER_DSN, else built from $POSTGRES_*)",
+        help="PostgreSQL DSN; visible to every local user in the process list: prefer "
+        "--dsn-file or $JOB_MANAGER_DSN (default: $JOB_MANAGER_DSN, else $POSTGRES_*)",
+    )
+    parser.add_argument(
+        "--dsn-file",
+        metavar="PATH",
+        help="read the DSN from this file (default: $JOB_MANAGER_DSN_FILE)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     parser.add_argument(
@@ -69,10 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("--job-type-filter", choices=JOB_TYPES, help="only jobs of this type")
     reset.add_argument(
         "--older-than",
-        type=float,
+        type=_number(MIN_STUCK_S, 1e12),
         default=3600.0,
         metavar="SECONDS",
-        help="only jobs processing for longer than this (default 3600)",
+        help=f"only jobs processing for longer than this (default 3600, at least {MIN_STUCK_S:g}:"
+        " a job claimed a moment ago is being worked on)",
     )
 
     sub.add_parser("init", help="create or migrate the schema (only what is missing)")
@@ -86,19 +148,40 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     def keep(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--keep", type=int, default=10, help="backups to keep (default 10)")
+        p.add_argument(
+            "--keep",
+            type=_number(1, 100_000, whole=True),
+            default=10,
+            help="backups to keep (default 10, at least 1)",
+        )
 
     backup = sub.add_parser("backup", help="back up jobs and download_queue, then rotate")
     backup_dir(backup)
     keep(backup)
-    backup.add_argument("--compress", action="store_true", help="write .sql.gz")
+    backup.add_argument(
+        "--compress",
+        nargs="?",
+        const="zstd",
+        choices=("zstd", "gzip"),
+        help="compress: zstd (.sql.zst, the default when given alone) or gzip (.sql.gz)",
+    )
 
     dump = sub.add_parser("dump", help="pg_dump the whole database (old behaviour), then rotate")
     backup_dir(dump)
     keep(dump)
 
-    verify = sub.add_parser("verify", help="check a backup file completely (no database needed)")
+    verify = sub.add_parser(
+        "verify",
+        help="check a backup file completely (no database needed); put -- before a file name "
+        "that starts with '-'",
+    )
     verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--for-psql",
+        action="store_true",
+        help="also require a job_manager backup (the only kind checked line by line), before "
+        "running it with psql -X -v ON_ERROR_STOP=1 -f FILE",
+    )
 
     restore = sub.add_parser(
         "restore", help="replace jobs and download_queue with a backup's rows (one transaction)"
@@ -155,7 +238,9 @@ def _parser() -> argparse.ArgumentParser:
             help="Airflow's base log folder (default: $AIRFLOW__LOGGING__BASE_LOG_FOLDER, "
             "else $AIRFLOW_HOME/logs)",
         )
-        p.add_argument("--max-age-days", type=float, default=7.0, help="default 7")
+        p.add_argument(
+            "--max-age-days", type=_number(0, 36_500), default=7.0, help="default 7 (0 to 36500)"
+        )
         p.add_argument(
             "--pattern",
             action="append",
@@ -175,8 +260,16 @@ def _parser() -> argparse.ArgumentParser:
     log_options(maintain)
     backup_dir(maintain)
     keep(maintain)
-    maintain.add_argument("--download-days", type=int, default=7, help="default 7")
-    maintain.add_argument("--stuck-after", type=float, default=3600.0, metavar="SECONDS")
+    maintain.add_argument(
+        "--download-days", type=_number(1, 36_500, whole=True), default=7, help="default 7"
+    )
+    maintain.add_argument(
+        "--stuck-after",
+        type=_number(MIN_STUCK_S, 1e12),
+        default=3600.0,
+        metavar="SECONDS",
+        help=f"default 3600, at least {MIN_STUCK_S:g}",
+    )
 
     health = sub.add_parser("health", help="the queue, database and backups at a glance")
     backup_dir(health)
@@ -198,13 +291,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The largest prompts file `add --file` reads.
+MAX_PROMPTS_FILE_BYTES = 256 * 1024 * 1024
+
+
 def _read_prompts(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    """A regular file of at most MAX_PROMPTS_FILE_BYTES (never a FIFO, device or /dev/zero)."""
+    with path.open("rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _UsageError(f"--file {path} is not a regular file")
+        data = f.read(MAX_PROMPTS_FILE_BYTES + 1)
+    if len(data) > MAX_PROMPTS_FILE_BYTES:
+        raise _UsageError(f"--file {path} is larger than {MAX_PROMPTS_FILE_BYTES} bytes")
+    text = data.decode("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _run(args: argparse.Namespace) -> Any:
-    jm = JobManager(args.dsn)
+    jm = JobManager(args.dsn_value)
     if args.action == "add":
         if args.file is not None:
             prompts = _read_prompts(args.file)
@@ -252,10 +357,14 @@ def _confirm(args: argparse.Namespace) -> None:
         return
     if not sys.stdin.isatty():
         raise _UsageError("restore replaces every row of jobs and download_queue: pass --yes")
-    answer = input(
-        f"Restore {args.file}? This replaces every row of jobs and download_queue "
-        f"(a safety backup is taken first unless --no-safety-backup). Type 'yes': "
-    )
+    try:
+        answer = input(
+            f"Restore {args.file}? This replaces every row of jobs and download_queue "
+            f"(a safety backup is taken first unless --no-safety-backup). Type 'yes': "
+        )
+    except EOFError:  # Ctrl-D: no answer is no
+        print(file=sys.stderr)
+        raise _Cancelled from None
     if answer.strip().lower() != "yes":
         raise _Cancelled
 
@@ -281,7 +390,7 @@ def _run_maintenance_command(args: argparse.Namespace) -> Any:
         if r.errors:
             text += f"; {len(r.errors)} errors:\n  " + "\n  ".join(r.errors)
         return r.to_dict(), text
-    jm = JobManager(args.dsn)
+    jm = JobManager(args.dsn_value)
     if args.action == "size":
         size = jm.database_size()
         tables = jm.table_stats()
@@ -334,41 +443,81 @@ def _health_text(report: dict[str, Any]) -> str:
 
 
 def _maintain(jm: JobManager, args: argparse.Namespace) -> Any:
-    summary: dict[str, Any] = {"dry_run": args.dry_run}
-    if args.dry_run:
-        summary["reset_stuck_jobs"] = "skipped (dry run)"
-        summary["cleanup_old_downloads"] = "skipped (dry run)"
-    else:
-        summary["reset_stuck_jobs"] = jm.reset_stuck_jobs(older_than_seconds=args.stuck_after)
-        summary["cleanup_old_downloads"] = jm.cleanup_old_downloads(args.download_days)
-    summary["analyze_tables"] = jm.analyze_tables()
-    summary["cleanup_logs"] = _log_sweep(args).to_dict()
-    if args.dry_run or not args.dir.is_dir():
-        summary["cleanup_backups"] = "skipped" + (" (dry run)" if args.dry_run else " (no dir)")
-    else:
-        summary["cleanup_backups"] = cleanup_old_backups(args.dir, args.keep)
-    logs = summary["cleanup_logs"]
+    """Every step runs, whatever happened to the ones before (each commits on its own); the
+    summary says what each did or why it failed, and the exit status is 1 if any failed."""
+    summary: dict[str, Any] = {"dry_run": args.dry_run, "failed": {}}
+
+    def step(name: str, action: Any, skip: str | None = None) -> None:
+        if skip is not None:
+            summary[name] = f"skipped ({skip})"
+            return
+        try:
+            summary[name] = action()
+        except (JobManagerError, OSError, ValueError) as e:
+            summary[name] = None
+            summary["failed"][name] = str(e)
+
+    dry = "dry run" if args.dry_run else None
+    step("reset_stuck_jobs", lambda: jm.reset_stuck_jobs(older_than_seconds=args.stuck_after), dry)
+    step("cleanup_old_downloads", lambda: jm.cleanup_old_downloads(args.download_days), dry)
+    step("analyze_tables", jm.analyze_tables)
+    step("cleanup_logs", lambda: _log_sweep(args).to_dict())
+    no_dir = None if args.dir.is_dir() else "no dir"
+    step("cleanup_backups", lambda: cleanup_old_backups(args.dir, args.keep), dry or no_dir)
+
+    def show(name: str, ok: Any) -> str:
+        if name in summary["failed"]:
+            return f"FAILED: {summary['failed'][name]}"
+        value = summary[name]
+        return value if isinstance(value, str) else ok(value)
+
     text = "\n".join(
         [
-            f"reset stuck jobs:       {summary['reset_stuck_jobs']}",
-            f"old downloads deleted:  {summary['cleanup_old_downloads']}",
-            f"analyzed:               {', '.join(summary['analyze_tables'])}",
-            f"log files deleted:      {logs['files']} ({_mib(logs['bytes'])})"
+            f"reset stuck jobs:       {show('reset_stuck_jobs', str)}",
+            f"old downloads deleted:  {show('cleanup_old_downloads', str)}",
+            f"analyzed:               {show('analyze_tables', ', '.join)}",
+            "log files deleted:      "
+            + show(
+                "cleanup_logs",
+                lambda r: (
+                    f"{r['files']} ({_mib(r['bytes'])}), {r['dirs_removed']} directories"
+                    + (f", {r['error_count']} errors" if r["error_count"] else "")
+                ),
+            )
             + (" [dry run]" if args.dry_run else ""),
-            "old backups deleted:    "
-            + (
-                str(len(summary["cleanup_backups"]))
-                if isinstance(summary["cleanup_backups"], list)
-                else summary["cleanup_backups"]
-            ),
+            f"old backups deleted:    {show('cleanup_backups', lambda d: str(len(d)))}",
         ]
     )
+    if summary["failed"]:
+        text += f"\n{len(summary['failed'])} of 5 steps FAILED; the others ran (see above)"
+        args.exit_status = 1
     return summary, text
+
+
+def _rotate_after(args: argparse.Namespace, data: dict[str, Any], text: str) -> Any:
+    """Rotation after a backup was written: its outcome is reported on its own, so a failed
+    rotation never hides the new file (and the exit status is 1)."""
+    try:
+        deleted = cleanup_old_backups(args.dir, args.keep)
+    except (JobManagerError, OSError) as e:
+        data["rotation_error"] = str(e)
+        args.exit_status = 1
+        return data, f"{text}\nrotation FAILED (the new backup is kept): {e}"
+    data["deleted"] = deleted
+    return data, f"{text}\nrotation kept the newest {args.keep}, deleted {len(deleted)}" + (
+        ": " + ", ".join(deleted) if deleted else ""
+    )
 
 
 def _run_backup_command(args: argparse.Namespace) -> Any:
     if args.action == "verify":
         info = verify_backup(args.file)
+        if args.for_psql and info.format != "job_manager":
+            raise BackupCorruptError(
+                f"{args.file} is a {info.format} file, not a job_manager backup: only a "
+                "job_manager backup is checked line by line, so only one may be run with psql; "
+                "load this one with `python -m job_manager restore` or `import`"
+            )
         return info.to_dict(), f"OK {_describe(info)}"
     if args.action == "list-backups":
         infos = list_backups(args.dir)
@@ -377,13 +526,15 @@ def _run_backup_command(args: argparse.Namespace) -> Any:
     if args.action == "cleanup-backups":
         deleted = cleanup_old_backups(args.dir, args.keep)
         return {"deleted": deleted}, f"deleted {len(deleted)} old backups"
-    jm = JobManager(args.dsn)
+    jm = JobManager(args.dsn_value)
     if args.action == "backup":
-        info = jm.backup_database(args.dir, keep=args.keep, compress=args.compress)
-        return info.to_dict(), f"backup written: {_describe(info)} in {info.duration_s:.1f}s"
+        info = jm.backup_database(args.dir, keep=None, compress=args.compress or False)
+        text = f"backup written: {_describe(info)} in {info.duration_s:.1f}s"
+        return _rotate_after(args, info.to_dict(), text)
     if args.action == "dump":
-        info = jm.dump_database(args.dir, keep=args.keep)
-        return info.to_dict(), f"pg_dump written: {_describe(info)} in {info.duration_s:.1f}s"
+        info = jm.dump_database(args.dir, keep=None)
+        text = f"pg_dump written: {_describe(info)} in {info.duration_s:.1f}s"
+        return _rotate_after(args, info.to_dict(), text)
     if args.action == "import":
         if args.replace:
             _confirm(args)
@@ -434,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 1 failure, 2 usage)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        args.dsn_value = _resolve_dsn(args)
+    except _UsageError as e:
+        parser.error(str(e))  # exits 2
     logging.basicConfig(
         level=logging.WARNING if args.quiet or args.json else logging.INFO,
         format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
@@ -446,7 +601,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Cancelled:
         print("cancelled: nothing was changed", file=sys.stderr)
         return 1
-    except (JobManagerError, OSError, UnicodeDecodeError) as e:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (JobManagerError, OSError, UnicodeDecodeError, ValueError, OverflowError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.json and data is not None:

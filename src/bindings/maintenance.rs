@@ -22,6 +22,7 @@ pub struct CleanupReport {
     dirs_removed: u64,
     dry_run: bool,
     errors: Vec<String>,
+    error_count: u64,
 }
 
 #[pymethods]
@@ -35,6 +36,8 @@ impl CleanupReport {
         d.set_item("dirs_removed", self.dirs_removed)?;
         d.set_item("dry_run", self.dry_run)?;
         d.set_item("errors", &self.errors)?;
+        d.set_item("error_count", self.error_count)?;
+        d.set_item("sample_limit", logs::SAMPLE_LIMIT)?;
         Ok(d)
     }
 
@@ -45,24 +48,35 @@ impl CleanupReport {
             self.bytes,
             self.dirs_removed,
             if self.dry_run { "True" } else { "False" },
-            self.errors.len()
+            self.error_count
         )
     }
 }
 
 /// Deletes files under `log_dir` whose names match `patterns` and that are older than
-/// `max_age_days`, then directories left empty. Never follows or deletes a symlink, never
-/// deletes `log_dir` or a directory that still holds a file; `dry_run` deletes nothing.
+/// `max_age_days`, then directories left empty that are old too. Never follows or deletes a
+/// symlink, never deletes `log_dir` or a directory that still holds a file; refuses `/` and a
+/// directory that is not a log folder; `dry_run` deletes nothing and reports the same.
 #[pyfunction]
-#[pyo3(signature = (log_dir, max_age_days=7.0, *, patterns=vec!["*.log".to_owned()], dry_run=false, remove_empty_dirs=true))]
+#[pyo3(signature = (log_dir, max_age_days=None, *, patterns=vec!["*.log".to_owned()], dry_run=false, remove_empty_dirs=true))]
 pub fn cleanup_old_logs(
     py: Python<'_>,
     log_dir: PathBuf,
-    max_age_days: f64,
+    max_age_days: Option<&Bound<'_, PyAny>>,
     patterns: Vec<String>,
     dry_run: bool,
     remove_empty_dirs: bool,
 ) -> PyResult<CleanupReport> {
+    // A number of any size or kind becomes InvalidArgumentError, never OverflowError/TypeError.
+    let max_age_days: f64 = match max_age_days {
+        None => 7.0,
+        Some(v) => v.extract().map_err(|_| {
+            Error::invalid(format!(
+                "max_age_days must be a number of days, got {}",
+                shown(v)
+            ))
+        })?,
+    };
     let options = LogCleanup {
         max_age_days,
         patterns,
@@ -77,7 +91,43 @@ pub fn cleanup_old_logs(
         dirs_removed: r.dirs_removed,
         dry_run: r.dry_run,
         errors: r.errors,
+        error_count: r.error_count,
     })
+}
+
+/// A value for a message: its `str()`, at most 40 characters.
+fn shown(v: &Bound<'_, PyAny>) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// Health-report threshold overrides from any Python mapping: every value must be a number
+/// (an int of any size, a float); anything else is an InvalidArgumentError, never a
+/// TypeError or OverflowError. The range is checked by `Thresholds::with_overrides`.
+pub fn threshold_overrides(
+    thresholds: Option<&Bound<'_, PyDict>>,
+) -> PyResult<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(d) = thresholds else {
+        return Ok(out);
+    };
+    for (k, v) in d.iter() {
+        let key: String = k.extract().map_err(|_| {
+            Error::invalid(format!("threshold names are strings, got {}", shown(&k)))
+        })?;
+        let value: f64 = v.extract().map_err(|_| {
+            Error::invalid(format!(
+                "threshold {key} must be a number, got {}",
+                shown(&v)
+            ))
+        })?;
+        out.insert(key, value);
+    }
+    Ok(out)
 }
 
 /// A serde value as plain Python objects (dicts, lists, str, int, float, None).

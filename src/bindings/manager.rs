@@ -373,9 +373,10 @@ impl JobManager {
         &self,
         py: Python<'py>,
         backup_dir: Option<std::path::PathBuf>,
-        thresholds: Option<std::collections::BTreeMap<String, f64>>,
+        thresholds: Option<&Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let thresholds = Thresholds::default().with_overrides(&thresholds.unwrap_or_default())?;
+        let overrides = super::maintenance::threshold_overrides(thresholds)?;
+        let thresholds = Thresholds::default().with_overrides(&overrides)?;
         let report =
             py.detach(|| upkeep::health_report(&self.pool, backup_dir.as_deref(), thresholds))?;
         to_python(py, &report)
