@@ -436,7 +436,9 @@ def test_a_backup_that_cannot_fit_is_refused_before_writing(
 ) -> None:
     loaded.add_jobs([f"{i} " + "y" * 400 for i in range(1000)], "IMAGE_TEST")
     (tiny_fs / "notes.txt").write_text("keep me")
-    with pytest.raises(BackupError, match=r"not enough space for the backup in .*Nothing was written"):
+    with pytest.raises(
+        BackupError, match=r"not enough space for the backup in .*Nothing was written"
+    ):
         loaded.backup_database(tiny_fs)
     assert [p.name for p in tiny_fs.iterdir()] == ["notes.txt"]
 

@@ -206,7 +206,9 @@ CASES: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("include-file", insert_after(b"-- data\n", b"\\i /etc/passwd\n"), BACKSLASH),
     (
         "psql-copy-from-program",
-        insert_after(b"TRUNCATE TABLE download_queue, jobs;\n", b"\\copy dag from program 'id'\n"),
+        insert_after(
+            b"TRUNCATE TABLE ONLY download_queue, ONLY jobs;\n", b"\\copy dag from program 'id'\n"
+        ),
         BACKSLASH,
     ),
     ("psql-set-variable", insert_after(b"BEGIN;\n", b"\\set ON_ERROR_STOP 0\n"), BACKSLASH),
@@ -261,13 +263,17 @@ CASES: list[tuple[str, Callable[[bytes], bytes], str]] = [
     (
         "extra-copy-of-airflow-table",
         insert_after(
-            b"TRUNCATE TABLE download_queue, jobs;\n", b"COPY dag (dag_id) FROM stdin;\nevil\n\\.\n"
+            b"TRUNCATE TABLE ONLY download_queue, ONLY jobs;\n",
+            b"COPY dag (dag_id) FROM stdin;\nevil\n\\.\n",
         ),
         NOT_OURS,
     ),
     (
         "truncate-airflow-table",
-        edit(b"TRUNCATE TABLE download_queue, jobs;", b"TRUNCATE TABLE download_queue, jobs, dag;"),
+        edit(
+            b"TRUNCATE TABLE ONLY download_queue, ONLY jobs;",
+            b"TRUNCATE TABLE ONLY download_queue, ONLY jobs, dag;",
+        ),
         NOT_OURS,
     ),
     ("comment-hides-meta-command", edit(b"\n-- data\n", b"\n-- data\n\\! id\n"), BACKSLASH),
