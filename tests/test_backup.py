@@ -276,9 +276,11 @@ def test_rotation_keeps_the_newest_verified_and_ignores_others(
     d.mkdir()
     good = Path(loaded.backup_database(d, keep=None).path).read_bytes()
     os.remove(next(d.iterdir()))
-    # Ten older good backups, two broken ones among the newest, and unrelated files.
+    # Ten older good backups (each written when its name says), two broken ones among the
+    # newest, and unrelated files.
     for i in range(10):
-        (d / f"airflow_backup_202001{10 + i:02d}_000000.sql").write_bytes(good)
+        stamp = f"2020-01-{10 + i:02d}T00:00:00.000000Z"
+        (d / f"airflow_backup_202001{10 + i:02d}_000000.sql").write_bytes(dated(good, stamp))
     (d / "airflow_backup_20300101_000000.sql").write_bytes(good[:100])
     (d / "airflow_backup_20300102_000000.sql.gz").write_bytes(gzip.compress(good[:-10]))
     unrelated = ["notes.txt", "airflow_backup_20000101_000000.sql.bak", "airflow_backup_x.sql"]
@@ -313,6 +315,15 @@ def test_rotation_keeps_the_newest_verified_and_ignores_others(
     ]
     with pytest.raises(job_manager.InvalidArgumentError):
         cleanup_old_backups(d, keep=0)
+
+
+def dated(backup: bytes, created_at: str) -> bytes:
+    """A backup whose header says it was written at `created_at` (SHA-256 recomputed)."""
+    body = backup[: backup.index(b"\n-- sha256: ") + 1]
+    body = re.sub(
+        rb"-- created_at: [^\n]*", b"-- created_at: " + created_at.encode(), body, count=1
+    )
+    return body + b"-- sha256: " + hashlib.sha256(body).hexdigest().encode() + b"\n"
 
 
 def verify_ok(p: Path) -> bool:

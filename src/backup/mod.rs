@@ -129,6 +129,13 @@ pub fn list_backups(dir: &Path, auth: &Auth) -> Result<Vec<BackupInfo>> {
         .collect())
 }
 
+/// When a job_manager backup's header says it was written (only the header is read).
+fn header_created_at(path: &Path) -> Option<chrono::NaiveDateTime> {
+    let file = BackupFile::open(path).ok()?;
+    let reader = file.reader(&Auth::default()).ok()?;
+    Some(reader.header()?.created_at?.naive_utc())
+}
+
 /// A verified file counts as a kept backup only if it is what its name says: written when its
 /// name is dated (a job_manager backup's header records when; with a backup key that record is
 /// authenticated), and not a copy of a backup already counted.
@@ -191,7 +198,17 @@ pub fn cleanup_old_backups(
     }
     let mut deleted = Vec::new();
     let mut failed = Vec::new();
-    for (path, stamp) in files::backup_files(dir)? {
+    // Newest first by when each backup says it was written (its header, authenticated with a
+    // key), not by its name alone: a renamed copy of an old backup sorts where it belongs.
+    let mut candidates: Vec<_> = files::backup_files(dir)?
+        .into_iter()
+        .map(|(path, stamp)| {
+            let written = header_created_at(&path).unwrap_or(stamp);
+            (path, stamp, written)
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.1.cmp(&a.1)));
+    for (path, stamp, _) in candidates {
         if protect == Some(path.as_path()) {
             continue;
         }
@@ -341,8 +358,11 @@ fn check_free_space(pool: &LazyPool, dir: &Path, compression: format::Compressio
     let tables: i64 = pool.run(|c| {
         Ok(c.client()
             .query_one(
-                "SELECT (coalesce(pg_table_size(to_regclass('jobs')), 0)
-                       + coalesce(pg_table_size(to_regclass('download_queue')), 0))::bigint",
+                "SELECT coalesce(sum(pg_relation_size(c.oid)
+                                    + coalesce(pg_relation_size(nullif(c.reltoastrelid, 0)), 0)),
+                                 0)::bigint
+                 FROM pg_class c
+                 WHERE c.oid IN (to_regclass('jobs'), to_regclass('download_queue'))",
                 &[],
             )
             .map_err(|e| Error::from_postgres("measuring the tables", &e))?

@@ -539,7 +539,7 @@ fn stage_copy(
     // No id default: staging must never draw from the table's sequence.
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP;
-         ALTER TABLE {stage} ALTER COLUMN id DROP DEFAULT"
+         ALTER TABLE {stage} ALTER COLUMN id DROP DEFAULT, ALTER COLUMN id DROP NOT NULL"
     ))
     .context("staging the file's rows")?;
     stream_copy(
