@@ -14,6 +14,7 @@ pub mod model;
 pub mod pool;
 pub mod schema;
 pub mod stats;
+pub mod transport;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -17,6 +17,7 @@ ALL = [
     "V2__job_status_values",
     "V3__queue_indexes_and_error_message",
     "V4__queue_autovacuum",
+    "V5__claim_token",
 ]
 
 # psql \d of the oldest production layout (fixtures/veo3-legacy/old_jobs_structure.txt).

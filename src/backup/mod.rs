@@ -170,7 +170,7 @@ pub fn backup_database(
     }
     let started = Instant::now();
     files::ensure_dir(dir)?;
-    let (path, header, sha256) = pool.run(|c| {
+    let (path, header, sha256) = pool.run_long(|c| {
         let (tmp, file) = files::TempFile::create(dir)?;
         let mut out = format::HashingWriter::new(format::Sink::new(file, compress))
             .map_err(|e| Error::Backup(format!("cannot start the backup writer: {e}")))?;
@@ -231,12 +231,12 @@ pub fn restore_database(
         Some(dir) => Some(backup_database(pool, dir, None, false)?.path),
         None => None,
     };
-    let rows = pool.run(|c| match verified.kind {
+    let rows = pool.run_long(|c| match verified.kind {
         Kind::JobManager => restore::restore_ours(c.client(), path, &verified),
         Kind::PgDump => restore::restore_pg_dump(c.client(), path, &verified),
     })?;
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
-    pool.run(|c| {
+    pool.run_long(|c| {
         crate::maintenance::analyze_after_load(
             c.client(),
             &[
