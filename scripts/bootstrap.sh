@@ -2,7 +2,9 @@
 # needs is here, then builds the release wheel and installs it into .venv.
 #
 #   - Rust (cargo) must be installed (https://rustup.rs); everything else is installed here:
-#   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries;
+#   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries,
+#     pgbouncer and openssl (the network tests: PgBouncer in front of the test cluster, TLS
+#     certificates made at test time);
 #   - .venv with the tools of requirements-dev.txt (through uv, from PyPI);
 #   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release).
 
@@ -31,6 +33,12 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-} ]] \
     && [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
     apt_install postgresql
+fi
+if [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
+    missing=()
+    command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [[ ${#missing[@]} -gt 0 ]]; then apt_install "${missing[@]}"; fi
 fi
 if [[ ! -x $PY ]]; then
     say "creating .venv"

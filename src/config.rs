@@ -449,6 +449,7 @@ fn split_key_values(text: &str, extras: &mut Extras) -> Result<String> {
     };
     let mut chars = text.chars().peekable();
     let mut kept = Vec::new();
+    let mut taken = false;
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.peek().is_none() {
@@ -482,12 +483,15 @@ fn split_key_values(text: &str, extras: &mut Extras) -> Result<String> {
                 }
             }
         }
-        if !extras.take(&key, value.clone())? {
+        if extras.take(&key, value.clone())? {
+            taken = true;
+        } else {
             let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
             kept.push(format!("{key}='{quoted}'"));
         }
     }
-    Ok(kept.join(" "))
+    // Untouched when none of ours was there: the driver parses (and judges) the original.
+    Ok(if taken { kept.join(" ") } else { text.to_owned() })
 }
 
 fn build_tls(x: &Extras) -> Result<Tls> {

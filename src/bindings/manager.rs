@@ -136,12 +136,11 @@ impl JobManager {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let s = slf.get().pool.settings();
         Ok(format!(
-            "{}(dsn='{}', pool_size={}, connect_timeout={:?}, io_timeout={:?})",
+            "{}(dsn='{}', pool_size={}, connect_timeout={:?})",
             slf.get_type().name()?,
             s.redacted_dsn(),
             s.pool_size(),
-            s.connect_timeout().as_secs_f64(),
-            s.io_timeout().as_secs_f64()
+            s.connect_timeout().as_secs_f64()
         ))
     }
 
