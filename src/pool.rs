@@ -447,7 +447,7 @@ impl LazyPool {
                 Outcome::Done(v) => return Ok(v),
                 Outcome::Unknown(e) if attempt >= attempts => return Err(e),
                 Outcome::Unknown(e) => {
-                    log::warn!("{e}; this call only reads: running it again");
+                    log::warn!("{e}; this call is safe to repeat: running it again");
                     attempt += 1;
                 }
             }

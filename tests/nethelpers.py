@@ -69,7 +69,9 @@ def make_certs(d: Path) -> Certs:
     other = _ca(d, "other-ca")
     _signed(d, "server", "localhost", ca, "DNS:localhost,IP:127.0.0.1")
     _signed(d, "client", "certuser", ca, None)
-    return Certs(ca[0], other[0], d / "server.crt", d / "server.key", d / "client.crt", d / "client.key")
+    return Certs(
+        ca[0], other[0], d / "server.crt", d / "server.key", d / "client.crt", d / "client.key"
+    )
 
 
 # -- a TLS-only cluster -------------------------------------------------------------------------
@@ -81,7 +83,11 @@ def start_tls_cluster(base: Path, certs: Certs) -> pgcluster.Cluster:
     cluster = pgcluster.start(base)
     cluster.stop()
     data = Path(cluster.data)
-    for src, name in ((certs.server_cert, "server.crt"), (certs.server_key, "server.key"), (certs.ca, "root.crt")):
+    for src, name in (
+        (certs.server_cert, "server.crt"),
+        (certs.server_key, "server.key"),
+        (certs.ca, "root.crt"),
+    ):
         shutil.copy(src, data / name)
     (data / "server.key").chmod(0o600)
     (data / "pg_hba.conf").write_text(
@@ -130,6 +136,7 @@ class Proxy:
         self.links: list[_Link] = []
         self.lock = threading.Lock()
         self.arm_lose = False
+        self.silent_new = False
         self.closed = False
         self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
@@ -147,6 +154,7 @@ class Proxy:
                 continue
             link = _Link(client, upstream)
             with self.lock:
+                link.silent = self.silent_new
                 self.links.append(link)
                 self.accepted += 1
             threading.Thread(target=self._pump, args=(link,), daemon=True).start()
@@ -179,8 +187,10 @@ class Proxy:
                     with contextlib.suppress(OSError):
                         s.close()
 
-    def blackhole(self) -> None:
+    def blackhole(self, *, new_connections: bool = False) -> None:
+        """Silences every open connection; with `new_connections`, those accepted later too."""
         with self.lock:
+            self.silent_new = new_connections
             for link in self.links:
                 link.silent = True
 
@@ -223,7 +233,9 @@ class Bouncer:
             self.process.wait()
 
 
-def start_pgbouncer(base: Path, server_port: int, user: str, password: str, pool_mode: str) -> Bouncer:
+def start_pgbouncer(
+    base: Path, server_port: int, user: str, password: str, pool_mode: str
+) -> Bouncer:
     """Debian's pgbouncer in front of the test cluster, as a non-root user, on a free port."""
     exe = find_pgbouncer()
     if exe is None:
@@ -260,7 +272,9 @@ admin_users = {user}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"pgbouncer exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return Bouncer(port, proc, base)
         time.sleep(0.05)
