@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use postgres::config::{Host, SslMode as DriverSslMode, SslNegotiation};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -491,7 +490,11 @@ fn split_key_values(text: &str, extras: &mut Extras) -> Result<String> {
         }
     }
     // Untouched when none of ours was there: the driver parses (and judges) the original.
-    Ok(if taken { kept.join(" ") } else { text.to_owned() })
+    Ok(if taken {
+        kept.join(" ")
+    } else {
+        text.to_owned()
+    })
 }
 
 fn build_tls(x: &Extras) -> Result<Tls> {
@@ -516,7 +519,7 @@ fn build_tls(x: &Extras) -> Result<Tls> {
     } else {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = match &root_cert {
-            Some(r) => Some(load_roots(r, &provider)?),
+            Some(r) => Some(load_roots(r)?),
             None if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
                 return Err(Error::Configuration(format!(
                     "sslmode={} needs the CA that signed the server's certificate: add \
@@ -532,12 +535,10 @@ fn build_tls(x: &Extras) -> Result<Tls> {
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match roots {
             // libpq: require with a root certificate behaves as verify-ca.
             Some(roots) => {
-                let webpki = WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider.clone(),
-                )
-                .build()
-                .map_err(|e| Error::Configuration(format!("sslrootcert: {e}")))?;
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| Error::Configuration(format!("sslrootcert: {e}")))?;
                 if mode == SslMode::VerifyFull {
                     webpki
                 } else {
@@ -608,7 +609,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn load_roots(root: &str, _provider: &Arc<CryptoProvider>) -> Result<RootCertStore> {
+fn load_roots(root: &str) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     if root == "system" {
         // The OS store, as libpq's sslrootcert=system: what the host's administrators trust.
@@ -622,7 +623,8 @@ fn load_roots(root: &str, _provider: &Arc<CryptoProvider>) -> Result<RootCertSto
             ));
         }
     } else {
-        let (added, _) = store.add_parsable_certificates(read_certs(Path::new(root), "sslrootcert")?);
+        let (added, _) =
+            store.add_parsable_certificates(read_certs(Path::new(root), "sslrootcert")?);
         if added == 0 {
             return Err(Error::Configuration(format!(
                 "sslrootcert {root} holds no usable CA certificate"
@@ -633,11 +635,11 @@ fn load_roots(root: &str, _provider: &Arc<CryptoProvider>) -> Result<RootCertSto
 }
 
 /// libpq refuses a private key that others can read; so do we.
+#[allow(clippy::verbose_bit_mask)] // permission bits read better as octal masks
 fn check_key_permissions(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::Configuration(format!("sslkey {}: {e}", path.display()))
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Configuration(format!("sslkey {}: {e}", path.display())))?;
     let mode = meta.mode();
     let ok = if meta.uid() == 0 {
         mode & 0o037 == 0
@@ -816,5 +818,102 @@ mod tests {
         assert!(resolve_test(Some("  "), 4, 10.0, no_env).is_err());
         let err = resolve_test(Some("dbname=x user=u"), 4, 10.0, no_env).unwrap_err();
         assert!(err.to_string().contains("no host"));
+    }
+
+    #[test]
+    fn our_options_are_taken_out_of_url_and_key_value_dsns() {
+        let s = resolve_test(
+            Some("postgresql://u:pw@db:5433/q?sslmode=require&application_name=x%20y"),
+            4,
+            10.0,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(s.tls().mode, SslMode::Require);
+        assert_eq!(s.pg().get_application_name(), Some("x y"));
+        assert_eq!(
+            s.redacted_dsn(),
+            "postgresql://u:***@db:5433/q?sslmode=require"
+        );
+        let s = resolve_test(
+            Some("host=db user=u password='it''s' sslmode = disable dbname=q"),
+            4,
+            10.0,
+            no_env,
+        );
+        assert!(s.is_err(), "'' is not an escape in libpq key=value syntax");
+        let s = resolve_test(
+            Some(r"host=db user=u password='it\'s \\ x' sslmode=disable dbname=q"),
+            4,
+            10.0,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(s.tls().mode, SslMode::Disable);
+        assert_eq!(s.password(), Some(r"it's \ x"));
+    }
+
+    #[test]
+    fn sslmode_rules_follow_libpq() {
+        let bad = |dsn: &str| {
+            resolve_test(Some(dsn), 4, 10.0, no_env)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("postgresql://u@h/d?sslmode=sometimes").contains("sslmode"));
+        assert!(bad("postgresql://u@h/d?sslmode=verify-full").contains("sslrootcert"));
+        assert!(bad("postgresql://u@h/d?sslmode=verify-ca").contains("sslrootcert"));
+        assert!(
+            bad("postgresql://u@h/d?sslmode=require&sslrootcert=system").contains("verify-full")
+        );
+        assert!(bad("postgresql://u@h/d?sslcert=/x.pem").contains("sslkey"));
+        assert!(bad("postgresql://u@h/d?sslrootcert=/nonexistent.pem").contains("sslrootcert"));
+        assert!(bad("postgresql://u@h/d?sslmode=%zz").contains("%-escape"));
+        let s = resolve_test(Some("postgresql://u@h/d"), 4, 10.0, no_env).unwrap();
+        assert_eq!(s.tls().mode, SslMode::Prefer);
+        assert_eq!(s.tls().attempts().count(), 1);
+        let s = resolve_test(Some("postgresql://u@h/d?sslmode=allow"), 4, 10.0, no_env).unwrap();
+        assert_eq!(s.tls().attempts().count(), 2);
+    }
+
+    #[test]
+    fn redaction_is_structural() {
+        let s = resolve_test(
+            Some("postgresql://airflow:airflow@postgres:5432/airflow"),
+            4,
+            10.0,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            s.redacted_dsn(),
+            "postgresql://airflow:***@postgres:5432/airflow"
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range_never_panic() {
+        let dsn = Some("postgresql://u@h/d");
+        for (pool, t) in [
+            (-1, 10.0),
+            (1 << 40, 10.0),
+            (i128::MAX, 10.0),
+            (4, 1e300),
+            (4, f64::INFINITY),
+            (4, f64::MIN_POSITIVE),
+        ] {
+            let r = resolve_test(dsn, pool, t, no_env);
+            if t == f64::MIN_POSITIVE {
+                // Tiny but positive: rounded up to a millisecond, not an error.
+                assert!(r.is_ok());
+            } else {
+                assert!(matches!(r, Err(Error::Configuration(_))), "{pool} {t}");
+            }
+        }
+        let options = Options {
+            io_timeout_s: 1e300,
+            ..Options::default()
+        };
+        assert!(Settings::resolve(dsn, &options, no_env).is_err());
     }
 }

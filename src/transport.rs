@@ -44,7 +44,9 @@ pub struct IoState {
 impl IoState {
     /// Starts a new deadline: from now, `timeout` without progress fails the I/O.
     pub fn arm(&self, timeout: Duration) {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.timeout_ms.store(ms, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -141,7 +143,9 @@ async fn negotiate(c: DomainConnector, mut socket: Socket) -> Result<Inner, BoxE
         } => (config, plaintext_fallback),
     };
     // SSLRequest: length 8, code 80877103.
-    socket.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    socket
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await?;
     let mut answer = [0u8];
     socket.read_exact(&mut answer).await?;
     match answer[0] {
@@ -229,7 +233,9 @@ impl Stream {
                 }
                 s
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         if Instant::now() >= deadline || sleep.as_mut().poll(cx).is_ready() {
             self.state.timed_out.store(true, Ordering::SeqCst);
@@ -300,7 +306,7 @@ impl AsyncWrite for Stream {
         };
         match polled {
             Poll::Pending => this.check_deadline(cx).map(Err),
-            ready => ready,
+            ready @ Poll::Ready(_) => ready,
         }
     }
 
@@ -404,7 +410,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -413,7 +424,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -435,13 +451,10 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // webpki checks the chain first, the name last: a name error means the chain is good.
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),

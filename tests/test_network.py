@@ -120,7 +120,8 @@ def test_connection_errors_name_user_host_port_database(server: Server) -> None:
 
 def app_names(db: psycopg.Connection, dbname: str) -> set[str]:
     rows = db.execute(
-        "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        "SELECT application_name FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
         (dbname,),
     ).fetchall()
     return {r[0] for r in rows}

@@ -117,7 +117,7 @@ def test_verify_full_with_a_wrong_host_name_is_a_configuration_error(tls: TlsSer
         tls.url(host="127.0.0.1", sslmode="verify-full", sslrootcert=str(tls.certs.ca)),
         connect_timeout=5,
     )
-    with pytest.raises(ConfigurationError, match="certificate was not accepted.*host name"):
+    with pytest.raises(ConfigurationError, match=r"certificate was not accepted.*host name"):
         jm.get_job_stats()
 
 

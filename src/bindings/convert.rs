@@ -56,11 +56,7 @@ pub fn config_int(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i128> {
 
 /// A number of seconds (int or float); `None` means `default`. A value that no float can
 /// hold is a `ConfigurationError`; the range is checked by the core.
-pub fn config_seconds(
-    name: &str,
-    value: Option<&Bound<'_, PyAny>>,
-    default: f64,
-) -> PyResult<f64> {
+pub fn config_seconds(name: &str, value: Option<&Bound<'_, PyAny>>, default: f64) -> PyResult<f64> {
     let Some(value) = value else {
         return Ok(default);
     };

@@ -124,9 +124,8 @@ impl JobManager {
             application_name: application_name.map(|t| t.0),
             prepared_statements,
         };
-        let settings = Settings::resolve(opt_str(dsn.as_ref()), &options, |k| {
-            std::env::var(k).ok()
-        })?;
+        let settings =
+            Settings::resolve(opt_str(dsn.as_ref()), &options, |k| std::env::var(k).ok())?;
         Ok(JobManager {
             pool: LazyPool::new(settings),
             cursor: jobs::ClaimCursor::default(),
