@@ -490,7 +490,14 @@ impl LazyPool {
                     }
                 ))
             } else {
-                err
+                match err {
+                    // Name the server, as connection errors do (user, host, port, database).
+                    Error::Unavailable(m) => Error::Unavailable(format!(
+                        "{m} (connection to {})",
+                        self.settings.redacted_dsn()
+                    )),
+                    other => other,
+                }
             };
             let sent = match (before, conn.written()) {
                 (Some(b), Some(a)) => a != b,
