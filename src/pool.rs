@@ -478,6 +478,9 @@ impl LazyPool {
                 Err(e) => e,
             };
             let timed_out = conn.io.as_ref().is_some_and(|io| io.timed_out());
+            if timed_out {
+                self.cancel_in_background(&conn);
+            }
             let err = if timed_out {
                 Error::Unavailable(format!(
                     "no reply from {} for {:.1}s ({}); the connection was closed",
@@ -515,6 +518,31 @@ impl LazyPool {
             }
             log::warn!("a pooled connection was closed before the call was sent ({err}); retrying on another");
             attempt += 1;
+        }
+    }
+
+    /// Asks the server to cancel what a timed-out connection was running (a statement waiting
+    /// for a lock would otherwise run on, and hold its locks, after we gave up on it). Best
+    /// effort, on its own thread; the attempt is bounded by `connect_timeout`.
+    fn cancel_in_background(&self, conn: &Connection) {
+        let token = conn.client.cancel_token();
+        let Some(negotiation) = self.settings.tls().attempts().next().cloned() else {
+            return;
+        };
+        let connector = Connector {
+            negotiation,
+            state: Arc::new(IoState::default()),
+            connect_timeout: self.settings.connect_timeout(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("job_manager-cancel".into())
+            .spawn(move || {
+                if let Err(e) = token.cancel_query(connector) {
+                    log::debug!("could not cancel the timed-out statement: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::debug!("could not start a cancel thread: {e}");
         }
     }
 

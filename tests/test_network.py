@@ -365,3 +365,36 @@ def test_a_restart_before_the_call_is_sent_is_still_retried(server: Server, dsn:
 
 def test_exceptions_are_in_the_tree() -> None:
     assert issubclass(DatabaseUnavailableError, job_manager.JobManagerError)
+
+
+def test_a_statement_past_io_timeout_is_cancelled_on_the_server(
+    dsn: str, dbname: str, db: psycopg.Connection
+) -> None:
+    """A read stuck behind a lock: the call gives up after io_timeout (once more on a new
+    connection, as reads are repeated) and the server is asked to cancel what it was running,
+    so no backend is left waiting for the lock."""
+    jm = JobManager(dsn, pool_size=1, io_timeout=0.5, application_name="jm-cancel-test")
+    jm.init_database()
+    blocker = psycopg.connect(dsn)
+    blocker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="io_timeout"):
+            jm.get_job_stats()
+        assert time.monotonic() - started < 0.5 * 2 + 1.5
+        deadline = time.monotonic() + 5
+        waiting = -1
+        while time.monotonic() < deadline:
+            waiting = scalar(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jm-cancel-test' "
+                "AND wait_event_type = 'Lock'",
+            )
+            if waiting == 0:
+                break
+            time.sleep(0.05)
+        assert waiting == 0
+    finally:
+        blocker.rollback()
+        blocker.close()
+    jm.close()
