@@ -4,7 +4,8 @@
 //! the `job_manager.exceptions` hierarchy. Messages say what went wrong and what to do, and never
 //! carry a password: connections are described by `Settings::redacted_dsn`, which is built from
 //! the parsed user, hosts, ports and database (never by searching text for the password, which
-//! would also mangle every word that happens to contain it).
+//! would also mangle every word that happens to contain it). The one exception is pg_dump's
+//! stderr, text from a program that was handed the password: [`Error::scrub`] masks it there.
 
 /// The result type used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,6 +39,26 @@ pub enum Error {
 impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidArgument(message.into())
+    }
+
+    /// The message with every occurrence of `secret` replaced by `***`. Only for text that
+    /// came from a program that was given the password (pg_dump's stderr): job_manager's own
+    /// messages are redacted by structure (`Settings::redacted_dsn`) and never pass here.
+    #[must_use]
+    pub fn scrub(self, secret: Option<&str>) -> Self {
+        let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+            return self;
+        };
+        let clean = |m: String| m.replace(secret, "***");
+        match self {
+            Error::Configuration(m) => Error::Configuration(clean(m)),
+            Error::Unavailable(m) => Error::Unavailable(clean(m)),
+            Error::Schema(m) => Error::Schema(clean(m)),
+            Error::InvalidArgument(m) => Error::InvalidArgument(clean(m)),
+            Error::Database(m) => Error::Database(clean(m)),
+            Error::Backup(m) => Error::Backup(clean(m)),
+            Error::BackupCorrupt(m) => Error::BackupCorrupt(clean(m)),
+        }
     }
 
     /// Classifies a driver error by its SQLSTATE (or its absence), with `context` naming what

@@ -131,7 +131,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
     } <= indexes
     triggers = {r[0] for r in db.execute("SELECT tgname FROM pg_trigger").fetchall()}
     assert {"update_jobs_updated_at", "update_download_queue_updated_at"} <= triggers
-    assert job_manager.SCHEMA_VERSION == 4
+    assert job_manager.SCHEMA_VERSION == 5
 
 
 def test_constraints_of_the_last_layout(jm: JobManager, db: psycopg.Connection) -> None:

@@ -134,7 +134,8 @@ pub fn dump_database(
         return Err(Error::Backup(format!(
             "pg_dump failed ({status}): {}; no backup was written",
             stderr.trim()
-        )));
+        ))
+        .scrub(settings.password()));
     }
     let path = tmp.publish(file, dir, false)?;
     let verified = format::verify(&path).inspect_err(|_| {
