@@ -110,7 +110,9 @@ def test_verify_full_with_a_wrong_ca_is_a_configuration_error(tls: TlsServer) ->
     assert tls.cluster.password not in str(info.value)
 
 
-def test_verify_full_with_a_wrong_host_name_is_a_configuration_error(tls: TlsServer) -> None:
+def test_verify_full_with_a_wrong_host_name_is_a_configuration_error(
+    tls: TlsServer, faults: object
+) -> None:
     """The server's certificate names `localhost` only: 127.0.0.1 is the same server under a
     name the certificate does not carry."""
     jm = JobManager(
@@ -119,6 +121,12 @@ def test_verify_full_with_a_wrong_host_name_is_a_configuration_error(tls: TlsSer
     )
     with pytest.raises(ConfigurationError, match=r"certificate was not accepted.*host name"):
         jm.get_job_stats()
+    faults.record(  # type: ignore[attr-defined]
+        "TLS server whose certificate names another host (localhost, reached as 127.0.0.1)",
+        "sslmode=verify-full with the right CA against a hostssl-only server",
+        1,
+        "nothing: ConfigurationError before any query, naming sslrootcert and the host name",
+    )
 
 
 def test_verify_ca_checks_the_chain_not_the_name(tls: TlsServer) -> None:
