@@ -15,6 +15,7 @@ pub mod pool;
 pub mod schema;
 pub mod stats;
 pub mod transport;
+pub mod unnamed;
 
 #[cfg(feature = "python")]
 mod bindings;

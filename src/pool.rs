@@ -208,12 +208,15 @@ fn open(settings: &Settings) -> Result<Connection, postgres::Error> {
         };
         match settings.pg().connect(connector) {
             Ok(client) => {
+                if !settings.prepared_statements() {
+                    io.send_unnamed_statements();
+                }
                 return Ok(Connection {
                     client,
                     statements: HashMap::new(),
                     io: (!settings.unix_socket()).then_some(io),
                     prepared_statements: settings.prepared_statements(),
-                })
+                });
             }
             // allow: a server that refuses plaintext (hostssl only) gets a TLS attempt.
             Err(e) if e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {

@@ -30,6 +30,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_postgres::Socket;
 
+use crate::unnamed::Rewriter;
+
 /// Shared between a connection's [`Stream`] and the pool: the deadline and a byte counter.
 #[derive(Debug, Default)]
 pub struct IoState {
@@ -39,6 +41,8 @@ pub struct IoState {
     generation: AtomicU64,
     written: AtomicU64,
     timed_out: AtomicBool,
+    /// Named statements are sent as unnamed ones from now on ([`crate::unnamed`]).
+    unnamed: AtomicBool,
 }
 
 impl IoState {
@@ -54,6 +58,12 @@ impl IoState {
     /// Bytes handed to the kernel so far on this connection.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::SeqCst)
+    }
+
+    /// From now on (a message boundary: the login is over), named prepared statements are
+    /// rewritten into unnamed ones, for PgBouncer's transaction pooling.
+    pub fn send_unnamed_statements(&self) {
+        self.unnamed.store(true, Ordering::SeqCst);
     }
 
     /// Whether the connection was closed by the deadline.
@@ -196,7 +206,20 @@ pub struct Stream {
     generation: u64,
     last_progress: Instant,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Set once [`IoState::send_unnamed_statements`] was called, with the bytes it rewrote
+    /// and not yet passed on.
+    rewriter: Option<Box<Rewriting>>,
 }
+
+#[derive(Default)]
+struct Rewriting {
+    rewriter: Rewriter,
+    to_server: Vec<u8>,
+    to_driver: Vec<u8>,
+}
+
+/// Rewritten bytes held back before a write waits for the server to take some.
+const HOLD: usize = 256 * 1024;
 
 impl Stream {
     fn new(inner: Inner, state: Arc<IoState>) -> Self {
@@ -206,7 +229,104 @@ impl Stream {
             state,
             last_progress: Instant::now(),
             sleep: None,
+            rewriter: None,
         }
+    }
+
+    fn rewriting(&mut self) -> bool {
+        if self.rewriter.is_none() && self.state.unnamed.load(Ordering::SeqCst) {
+            self.rewriter = Some(Box::default());
+        }
+        self.rewriter.is_some()
+    }
+
+    fn inner_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+
+    fn inner_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.inner {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    /// Passes rewritten bytes on to the server; `Ready(Ok)` once none are left.
+    fn drain_to_server(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let pending = match &mut self.rewriter {
+                Some(r) if !r.to_server.is_empty() => std::mem::take(&mut r.to_server),
+                _ => return Poll::Ready(Ok(())),
+            };
+            let polled = self.inner_write(cx, &pending);
+            let r = self.rewriter.as_mut().expect("rewriting");
+            r.to_server = pending;
+            match polled {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    r.to_server.drain(..n);
+                    self.state.written.fetch_add(n as u64, Ordering::SeqCst);
+                    self.progress();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.check_deadline(cx).map(Err),
+            }
+        }
+    }
+
+    fn poll_read_rewriting(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let r = self.rewriter.as_mut().expect("rewriting");
+            if !r.to_driver.is_empty() {
+                let n = r.to_driver.len().min(buf.remaining());
+                buf.put_slice(&r.to_driver[..n]);
+                r.to_driver.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = [0u8; 16 * 1024];
+            let mut raw = ReadBuf::new(&mut scratch);
+            match self.inner_read(cx, &mut raw) {
+                Poll::Ready(Ok(())) => {
+                    if raw.filled().is_empty() {
+                        return Poll::Ready(Ok(())); // end of stream
+                    }
+                    self.progress();
+                    let r = self.rewriter.as_mut().expect("rewriting");
+                    r.rewriter.backend(raw.filled(), &mut r.to_driver);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.check_deadline(cx).map(Err),
+            }
+        }
+    }
+
+    fn poll_write_rewriting(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Err(e)) = self.drain_to_server(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let r = self.rewriter.as_mut().expect("rewriting");
+        if r.to_server.len() >= HOLD {
+            // Still waiting for the server to take what we hold (the deadline is armed).
+            return Poll::Pending;
+        }
+        r.rewriter.frontend(buf, &mut r.to_server);
+        if let Poll::Ready(Err(e)) = self.drain_to_server(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn progress(&mut self) {
@@ -259,6 +379,9 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if this.rewriting() {
+            return this.poll_read_rewriting(cx, buf);
+        }
         let polled = match &mut this.inner {
             Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -283,6 +406,9 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.rewriting() {
+            return this.poll_write_rewriting(cx, buf);
+        }
         let polled = match &mut this.inner {
             Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -300,6 +426,12 @@ impl AsyncWrite for Stream {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.rewriting() {
+            match this.drain_to_server(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
         let polled = match &mut this.inner {
             Inner::Plain(s) => Pin::new(s).poll_flush(cx),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
