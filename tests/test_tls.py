@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,8 @@ from pathlib import Path
 import pgcluster
 import psycopg
 import pytest
-from job_manager import ConfigurationError, JobManager
-from nethelpers import Certs, make_certs, start_tls_cluster
+from job_manager import ConfigurationError, DatabaseUnavailableError, JobManager
+from nethelpers import Certs, Proxy, make_certs, start_tls_cluster
 
 
 @dataclass
@@ -224,3 +225,22 @@ def test_backup_restore_and_pg_dump_over_tls(tls: TlsServer, tmp_path: Path) -> 
     dumped = jm.dump_database(tmp_path / "dump")
     assert Path(dumped.path).stat().st_size > 0
     jm.close()
+
+
+def test_a_silent_tls_connection_is_bounded_by_io_timeout(tls: TlsServer) -> None:
+    """The deadline sits under TLS too: a blackholed TLS connection ends at io_timeout."""
+    proxy = Proxy(tls.cluster.port)
+    try:
+        url = tls.url(sslmode="verify-full", sslrootcert=str(tls.certs.ca)).replace(
+            f"localhost:{tls.cluster.port}", f"localhost:{proxy.port}"
+        )
+        jm = JobManager(url, connect_timeout=1, io_timeout=1, application_name="tls-silent")
+        jm.check_table_exists("jobs")
+        assert ssl_of(tls, "tls-silent") is True
+        proxy.blackhole(new_connections=True)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError):
+            jm.check_table_exists("jobs")
+        assert time.monotonic() - started < 1 + 1 + 1.5
+    finally:
+        proxy.close()
