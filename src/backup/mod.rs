@@ -226,7 +226,7 @@ pub fn restore_database(
 ) -> Result<RestoreInfo> {
     let started = Instant::now();
     let verified = format::verify(path)?;
-    pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
+    pool.run_long(|c| schema::init_database(c.client(), InitOptions::default()))?;
     let safety_backup = match safety_dir {
         Some(dir) => Some(backup_database(pool, dir, None, false)?.path),
         None => None,

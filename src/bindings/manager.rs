@@ -217,7 +217,7 @@ impl JobManager {
         };
         Ok(py.detach(|| {
             self.pool
-                .run(|c| schema::init_database(c.client(), options))
+                .run_long(|c| schema::init_database(c.client(), options))
         })?)
     }
 
