@@ -13,7 +13,7 @@ use postgres::Row;
 
 use crate::errors::{Error, Result};
 use crate::model::{check_id, check_opt_text, check_prompt, check_text, JobStatus, JobType};
-use crate::pool::{Connection, Context, LazyPool, Outcome};
+use crate::pool::{Connection, Context, Deadline, LazyPool, Outcome};
 
 /// A job as `get_job_by_id` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,8 +423,7 @@ pub fn get_and_lock_job(
             true,
         ))
     };
-    let timeout = pool.settings().io_timeout();
-    let mut outcome = pool.run_outcome(timeout, claim)?;
+    let mut outcome = pool.run_outcome(Deadline::Ordinary, claim)?;
     let mut recovered = 0;
     let (row, full_scan) = loop {
         let lost = match outcome {
@@ -444,7 +443,7 @@ pub fn get_and_lock_job(
         if recovered > 2 {
             return Err(lost);
         }
-        outcome = pool.run_outcome(timeout, claim)?;
+        outcome = pool.run_outcome(Deadline::Ordinary, claim)?;
     };
     let job = row.map(|r| ClaimedJob {
         id: r.get(0),

@@ -233,6 +233,15 @@ struct Built {
     pool: r2d2::Pool<Manager>,
 }
 
+/// Which deadline a call runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// `io_timeout`: queue calls.
+    Ordinary,
+    /// `long_io_timeout`: backups, restores, migrations, statistics refreshes.
+    Long,
+}
+
 /// What became of a call whose connection may have broken after the statement was sent.
 #[derive(Debug)]
 pub enum Outcome<T> {
@@ -425,7 +434,7 @@ impl LazyPool {
     /// the error says that the outcome is unknown ([`Outcome::Unknown`] via
     /// [`LazyPool::run_outcome`] lets a caller recover instead).
     pub fn run<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
-        match self.run_outcome(self.settings.io_timeout(), &mut f)? {
+        match self.run_outcome(Deadline::Ordinary, &mut f)? {
             Outcome::Done(v) => Ok(v),
             Outcome::Unknown(e) => Err(e),
         }
@@ -434,7 +443,7 @@ impl LazyPool {
     /// [`LazyPool::run`] with `long_io_timeout`: for backups and restores, where the server
     /// may be silent for long (an index build, a large COMMIT) while it works.
     pub fn run_long<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
-        match self.run_outcome(self.settings.long_io_timeout(), &mut f)? {
+        match self.run_outcome(Deadline::Long, &mut f)? {
             Outcome::Done(v) => Ok(v),
             Outcome::Unknown(e) => Err(e),
         }
@@ -446,7 +455,7 @@ impl LazyPool {
         let attempts = self.settings.pool_size() + 1;
         let mut attempt = 1;
         loop {
-            match self.run_outcome(self.settings.io_timeout(), &mut f)? {
+            match self.run_outcome(Deadline::Ordinary, &mut f)? {
                 Outcome::Done(v) => return Ok(v),
                 Outcome::Unknown(e) if attempt >= attempts => return Err(e),
                 Outcome::Unknown(e) => {
@@ -462,9 +471,13 @@ impl LazyPool {
     /// token).
     pub fn run_outcome<T>(
         &self,
-        timeout: Duration,
+        deadline: Deadline,
         mut f: impl FnMut(&mut Connection) -> Result<T>,
     ) -> Result<Outcome<T>> {
+        let (timeout, setting) = match deadline {
+            Deadline::Ordinary => (self.settings.io_timeout(), "io_timeout"),
+            Deadline::Long => (self.settings.long_io_timeout(), "long_io_timeout"),
+        };
         let pool = self.pool()?;
         let attempts = self.settings.pool_size() + 1;
         let mut attempt = 1;
@@ -486,14 +499,9 @@ impl LazyPool {
             }
             let err = if timed_out {
                 Error::Unavailable(format!(
-                    "no reply from {} for {:.1}s ({}); the connection was closed",
+                    "no reply from {} for {}s ({setting}); the connection was closed",
                     self.settings.redacted_dsn(),
-                    timeout.as_secs_f64(),
-                    if timeout == self.settings.io_timeout() {
-                        "io_timeout"
-                    } else {
-                        "long_io_timeout"
-                    }
+                    timeout.as_secs_f64()
                 ))
             } else {
                 match err {

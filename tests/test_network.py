@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import job_manager
 import psycopg
@@ -398,3 +399,22 @@ def test_a_statement_past_io_timeout_is_cancelled_on_the_server(
         blocker.rollback()
         blocker.close()
     jm.close()
+
+
+def test_backups_and_restores_use_long_io_timeout(dsn: str, tmp_path: Path) -> None:
+    """io_timeout bounds ordinary calls only: with io_timeout=0.05 s a restore of 60,000 jobs
+    (silent while the server rebuilds indexes and commits) still succeeds, because restores run
+    with long_io_timeout; with long_io_timeout=0.05 s too, the same restore is cut off."""
+    setup = JobManager(dsn)
+    setup.init_database()
+    setup.add_jobs([f"restore me {i} " + "x" * 200 for i in range(60_000)], "IMAGE_TEST")
+    info = setup.backup_database(tmp_path / "b")
+    setup.close()
+    short = JobManager(dsn, io_timeout=0.05)
+    assert short.restore_database(info.path, safety_backup=False) is not None
+    assert short.backup_database(tmp_path / "b2").rows["jobs"] == 60_000
+    short.close()
+    both_short = JobManager(dsn, io_timeout=0.05, long_io_timeout=0.05)
+    with pytest.raises(DatabaseUnavailableError, match="long_io_timeout"):
+        both_short.restore_database(info.path, safety_backup=False)
+    both_short.close()
