@@ -27,6 +27,8 @@ enum Expect {
     Injected,
     /// The end of an exchange (Sync), answered by ReadyForQuery.
     Sync,
+    /// A simple Query, also answered by one ReadyForQuery.
+    Query,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +99,9 @@ impl Rewriter {
             } else {
                 if matches!(ty, b'd' | b'c' | b'f') {
                     self.copy_message(ty);
+                } else if ty == b'Q' {
+                    self.expect.push_back(Expect::Query);
+                    self.current = None;
                 }
                 self.tx_pass = total;
             }
@@ -223,7 +228,7 @@ impl Rewriter {
                 b'Z' => {
                     // The exchange is over: Parses the server skipped after an error too.
                     while let Some(e) = self.expect.pop_front() {
-                        if e == Expect::Sync {
+                        if matches!(e, Expect::Sync | Expect::Query) {
                             break;
                         }
                     }
@@ -350,6 +355,37 @@ mod tests {
         got.clear();
         r.backend(&ok, &mut got);
         assert_eq!(got, ok);
+    }
+
+    #[test]
+    fn a_simple_query_ends_its_own_exchange() {
+        let mut r = Rewriter::default();
+        let mut out = Vec::new();
+        r.frontend(&msg(b'P', b"s1\0SELECT 1\0\0\0"), &mut out);
+        r.frontend(&msg(b'S', b""), &mut out);
+        let mut ok = msg(b'1', b"");
+        ok.extend(msg(b'Z', b"I"));
+        let mut got = Vec::new();
+        r.backend(&ok, &mut got);
+        // a simple query (COPY through it: no Sync is skipped), then a Bind pipelined behind
+        r.frontend(&msg(b'Q', b"COPY t FROM STDIN\0"), &mut out);
+        r.frontend(&msg(b'd', b"1\n"), &mut out);
+        r.frontend(&msg(b'c', b""), &mut out);
+        r.frontend(&msg(b'B', b"\0s1\0\0\0\0\0\0\0"), &mut out);
+        r.frontend(&msg(b'S', b""), &mut out);
+        let mut reply = msg(b'G', b"\0\0\0");
+        reply.extend(msg(b'C', b"COPY 1\0"));
+        reply.extend(msg(b'Z', b"I"));
+        reply.extend(msg(b'1', b""));
+        reply.extend(msg(b'2', b""));
+        reply.extend(msg(b'Z', b"I"));
+        got.clear();
+        r.backend(&reply, &mut got);
+        let mut expected = reply[..reply.len() - 16].to_vec();
+        expected.extend(msg(b'2', b""));
+        expected.extend(msg(b'Z', b"I"));
+        assert_eq!(got, expected);
+        assert!(r.expect.is_empty());
     }
 
     #[test]
