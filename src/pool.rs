@@ -14,6 +14,9 @@
 //!   (Bind/Execute), like `pgbench -M prepared`.
 //! * Every TCP connection runs over [`crate::transport`]: TLS as libpq's `sslmode` says, and a
 //!   deadline (`io_timeout`, `long_io_timeout` for [`LazyPool::run_long`]) on every wait.
+//! * With `prepared_statements=false` (PgBouncer in transaction pooling), queue calls send
+//!   unnamed statements, and the transport rewrites every other named statement into an
+//!   unnamed one (see [`crate::unnamed`]).
 //! * A call is retried on another connection only when it cannot have done anything: the
 //!   connection broke before a byte of it was written ([`LazyPool::run`]), or the call only
 //!   reads ([`LazyPool::run_idempotent`]). When a statement may have run and its reply was
