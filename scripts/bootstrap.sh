@@ -2,7 +2,9 @@
 # needs is here, then builds the release wheel and installs it into .venv.
 #
 #   - Rust (cargo) must be installed (https://rustup.rs); everything else is installed here:
-#   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries;
+#   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries,
+#     pgbouncer and openssl (the network tests: PgBouncer in front of the test cluster, TLS
+#     certificates made at test time);
 #   - .venv with the tools of requirements-dev.txt (through uv, from PyPI);
 #   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release
 #     --zig --compatibility manylinux2014: a glibc 2.17 abi3 wheel).
@@ -35,6 +37,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-}
 fi
 # zstd and gzip: the documented psql restores of compressed backups (`zstd -dc FILE | psql`).
 command -v zstd >/dev/null || apt_install zstd
+if [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
+    missing=()
+    command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [[ ${#missing[@]} -gt 0 ]]; then apt_install "${missing[@]}"; fi
+fi
 if [[ ! -x $PY ]]; then
     say "creating .venv"
     python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }

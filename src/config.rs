@@ -6,18 +6,121 @@
 //! I/O, and nothing here ever prints the password.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::config::Host;
+use postgres::config::{Host, SslMode as DriverSslMode, SslNegotiation};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::errors::{Error, Result};
+use crate::transport::{AcceptAnyCert, ChainOnly, Negotiation};
 
 /// Default size of the connection pool.
 pub const DEFAULT_POOL_SIZE: u32 = 4;
 /// Default time allowed to open a connection, in seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_S: f64 = 10.0;
+/// Default time an ordinary call may wait without any byte moving, in seconds.
+pub const DEFAULT_IO_TIMEOUT_S: f64 = 30.0;
+/// Default for backups and restores (index builds and COPY commits can be silent for long).
+pub const DEFAULT_LONG_IO_TIMEOUT_S: f64 = 3600.0;
+/// Default `application_name`, shown in `pg_stat_activity`.
+pub const DEFAULT_APPLICATION_NAME: &str = "job_manager";
 const MAX_POOL_SIZE: u32 = 1000;
+/// The longest timeout accepted (a week): anything larger is a mistake, not a setting.
+const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
+
+/// What `JobManager(...)` was given besides the DSN. Integers arrive as `i128` so that a
+/// negative or huge Python int is a configuration error, not an overflow.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub pool_size: i128,
+    pub connect_timeout_s: f64,
+    pub io_timeout_s: f64,
+    pub long_io_timeout_s: f64,
+    pub application_name: Option<String>,
+    /// Named prepared statements, cached per connection (the fast path). Off for PgBouncer in
+    /// `pool_mode=transaction`, which cannot keep them: every statement is then sent unnamed,
+    /// parsed and executed in one round trip.
+    pub prepared_statements: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pool_size: i128::from(DEFAULT_POOL_SIZE),
+            connect_timeout_s: DEFAULT_CONNECT_TIMEOUT_S,
+            io_timeout_s: DEFAULT_IO_TIMEOUT_S,
+            long_io_timeout_s: DEFAULT_LONG_IO_TIMEOUT_S,
+            application_name: None,
+            prepared_statements: true,
+        }
+    }
+}
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::Configuration(format!(
+                    "sslmode {other:?} is not one of disable, allow, prefer, require, \
+                     verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The TLS settings as given (for pg_dump's environment) and as built for rustls.
+#[derive(Clone)]
+pub struct Tls {
+    pub mode: SslMode,
+    pub root_cert: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The attempt made first: plaintext for disable/allow, TLS for the others.
+    first: Negotiation,
+    /// For `allow`: the TLS attempt made when the server refuses plaintext.
+    second: Option<Negotiation>,
+}
+
+impl Tls {
+    pub fn attempts(&self) -> impl Iterator<Item = &Negotiation> {
+        std::iter::once(&self.first).chain(self.second.as_ref())
+    }
+}
 
 /// A validated connection configuration.
 #[derive(Clone)]
@@ -26,6 +129,11 @@ pub struct Settings {
     redacted: String,
     pool_size: u32,
     connect_timeout: Duration,
+    io_timeout: Duration,
+    long_io_timeout: Duration,
+    prepared_statements: bool,
+    tls: Tls,
+    unix_socket: bool,
 }
 
 impl Settings {
@@ -33,28 +141,29 @@ impl Settings {
     /// everything. `env` looks a variable up; production passes `std::env::var`.
     pub fn resolve(
         dsn: Option<&str>,
-        pool_size: u32,
-        connect_timeout_s: f64,
+        options: &Options,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self> {
-        let pg = match dsn.map(str::to_owned).or_else(|| env("JOB_MANAGER_DSN")) {
+        let (pg, extras) = match dsn.map(str::to_owned).or_else(|| env("JOB_MANAGER_DSN")) {
             Some(text) => parse_dsn(&text)?,
-            None => from_postgres_env(&env)?,
+            None => (from_postgres_env(&env)?, Extras::default()),
         };
-        Self::new(pg, pool_size, connect_timeout_s)
+        Self::new(pg, extras, options)
     }
 
-    fn new(mut pg: postgres::Config, pool_size: u32, connect_timeout_s: f64) -> Result<Self> {
-        if !(1..=MAX_POOL_SIZE).contains(&pool_size) {
-            return Err(Error::Configuration(format!(
-                "pool_size must be between 1 and {MAX_POOL_SIZE}, got {pool_size}"
-            )));
-        }
-        if !(connect_timeout_s.is_finite() && connect_timeout_s > 0.0) {
-            return Err(Error::Configuration(format!(
-                "connect_timeout must be a positive number of seconds, got {connect_timeout_s}"
-            )));
-        }
+    fn new(mut pg: postgres::Config, extras: Extras, o: &Options) -> Result<Self> {
+        let pool_size = u32::try_from(o.pool_size)
+            .ok()
+            .filter(|n| (1..=MAX_POOL_SIZE).contains(n))
+            .ok_or_else(|| {
+                Error::Configuration(format!(
+                    "pool_size must be between 1 and {MAX_POOL_SIZE}, got {}",
+                    o.pool_size
+                ))
+            })?;
+        let connect_timeout = seconds("connect_timeout", o.connect_timeout_s)?;
+        let io_timeout = seconds("io_timeout", o.io_timeout_s)?;
+        let long_io_timeout = seconds("long_io_timeout", o.long_io_timeout_s)?;
         if pg.get_hosts().is_empty() {
             return Err(Error::Configuration(
                 "the DSN names no host; add one, e.g. postgresql://user:password@HOST:5432/db"
@@ -67,17 +176,61 @@ impl Settings {
                     .into(),
             ));
         }
-        let connect_timeout = Duration::from_secs_f64(connect_timeout_s);
         pg.connect_timeout(connect_timeout);
-        if pg.get_application_name().is_none() {
-            pg.application_name("job_manager");
+        if let Some(name) = &o.application_name {
+            if name.contains('\0') {
+                return Err(Error::Configuration(
+                    "application_name contains a NUL byte".into(),
+                ));
+            }
+            pg.application_name(name);
+        } else if pg.get_application_name().is_none() {
+            pg.application_name(DEFAULT_APPLICATION_NAME);
         }
-        let redacted = redact(&pg);
+        // A dead peer or NAT is noticed by TCP within about 25 s unless the DSN says otherwise
+        // (the driver's default idle time is 2 hours).
+        if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg.keepalives_idle(Duration::from_secs(10));
+        }
+        if pg.get_keepalives_interval().is_none() {
+            pg.keepalives_interval(Duration::from_secs(5));
+        }
+        if pg.get_keepalives_retries().is_none() {
+            pg.keepalives_retries(3);
+        }
+        // Data sent and not acknowledged for this long kills the connection (Linux).
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(io_timeout);
+        }
+        let unix_socket = pg.get_hosts().iter().any(|h| !matches!(h, Host::Tcp(_)));
+        let tls = build_tls(&extras)?;
+        if unix_socket {
+            if matches!(
+                tls.mode,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            ) {
+                return Err(Error::Configuration(format!(
+                    "sslmode={} cannot be used with a Unix-domain socket host; use a TCP host",
+                    tls.mode.as_str()
+                )));
+            }
+            pg.ssl_mode(DriverSslMode::Disable);
+        } else {
+            // The driver hands us the raw socket; transport.rs negotiates TLS (see there).
+            pg.ssl_mode(DriverSslMode::Require);
+            pg.ssl_negotiation(SslNegotiation::Direct);
+        }
+        let redacted = redact(&pg, tls.mode);
         Ok(Settings {
             pg,
             redacted,
             pool_size,
             connect_timeout,
+            io_timeout,
+            long_io_timeout,
+            prepared_statements: o.prepared_statements,
+            tls,
+            unix_socket,
         })
     }
 
@@ -93,18 +246,76 @@ impl Settings {
         self.connect_timeout
     }
 
-    /// The DSN as a URL with the password replaced by `***`: safe to log and to show.
+    /// How long an ordinary call may wait with no byte moving before the connection is
+    /// declared dead.
+    pub fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
+    /// The same for backups and restores ([`crate::pool::LazyPool::run_long`]).
+    pub fn long_io_timeout(&self) -> Duration {
+        self.long_io_timeout
+    }
+
+    pub fn prepared_statements(&self) -> bool {
+        self.prepared_statements
+    }
+
+    pub fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
+    /// Whether the connection goes through a Unix-domain socket (no TLS, no deadline wrapper).
+    pub fn unix_socket(&self) -> bool {
+        self.unix_socket
+    }
+
+    /// `user@host:port/dbname` with every password left out: safe to log and to show.
     pub fn redacted_dsn(&self) -> &str {
         &self.redacted
     }
 
-    /// The password, for scrubbing it out of messages that came from elsewhere.
+    /// The password (for pg_dump's environment only).
     pub fn password(&self) -> Option<&str> {
         self.pg
             .get_password()
             .and_then(|p| std::str::from_utf8(p).ok())
     }
+
+    /// libpq's variables for a child process (pg_dump) to connect as we do: TLS settings and
+    /// application_name. The password is not among them (see the caller).
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("PGSSLMODE", self.tls.mode.as_str().to_owned())];
+        if let Some(root) = &self.tls.root_cert {
+            // libpq before 16 reads "system" as a file name: give it the OS bundle instead.
+            let root = if root == "system" {
+                SYSTEM_BUNDLES
+                    .iter()
+                    .find(|p| Path::new(p).exists())
+                    .map_or_else(|| root.clone(), |p| (*p).to_owned())
+            } else {
+                root.clone()
+            };
+            env.push(("PGSSLROOTCERT", root));
+        }
+        if let Some(cert) = &self.tls.cert {
+            env.push(("PGSSLCERT", cert.display().to_string()));
+        }
+        if let Some(key) = &self.tls.key {
+            env.push(("PGSSLKEY", key.display().to_string()));
+        }
+        if let Some(name) = self.pg.get_application_name() {
+            env.push(("PGAPPNAME", name.to_owned()));
+        }
+        env
+    }
 }
+
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,24 +323,337 @@ impl fmt::Debug for Settings {
             .field("dsn", &self.redacted)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .field("sslmode", &self.tls.mode)
             .finish_non_exhaustive()
     }
 }
 
-fn parse_dsn(text: &str) -> Result<postgres::Config> {
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= MAX_TIMEOUT_S) {
+        return Err(Error::Configuration(format!(
+            "{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S} (a week), \
+             got {value}"
+        )));
+    }
+    Duration::try_from_secs_f64(value)
+        .map_err(|e| Error::Configuration(format!("{name}: {e}")))
+        .map(|d| d.max(Duration::from_millis(1)))
+}
+
+/// The libpq options the driver does not know, taken out of the DSN.
+#[derive(Debug, Default)]
+struct Extras {
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
+}
+
+impl Extras {
+    /// Takes `key` if it is one of ours; `false` leaves it to the driver.
+    fn take(&mut self, key: &str, value: String) -> Result<bool> {
+        let slot = match key {
+            "sslmode" => &mut self.sslmode,
+            "sslrootcert" => &mut self.sslrootcert,
+            "sslcert" => &mut self.sslcert,
+            "sslkey" => &mut self.sslkey,
+            // Chosen by transport.rs; a DSN cannot change it.
+            "sslnegotiation" => return Ok(true),
+            _ => return Ok(false),
+        };
+        if value.contains('\0') {
+            return Err(Error::Configuration(format!(
+                "the DSN's {key} contains a NUL byte"
+            )));
+        }
+        *slot = Some(value);
+        Ok(true)
+    }
+}
+
+fn parse_dsn(text: &str) -> Result<(postgres::Config, Extras)> {
     if text.trim().is_empty() {
         return Err(Error::Configuration(
             "the DSN is empty; pass e.g. postgresql://user:password@host:5432/db".into(),
         ));
     }
-    postgres::Config::from_str(text).map_err(|e| {
+    let mut extras = Extras::default();
+    let rest = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        split_url(text, &mut extras)?
+    } else {
+        split_key_values(text, &mut extras)?
+    };
+    let pg = postgres::Config::from_str(&rest).map_err(|e| {
         // The driver's parse errors name the option, never its value; the DSN itself (which
         // may hold a password) is never echoed.
         Error::Configuration(format!(
             "invalid DSN ({e}); expected postgresql://user:password@host:port/dbname or \
              'host=... port=... dbname=... user=... password=...'"
         ))
+    })?;
+    Ok((pg, extras))
+}
+
+/// A URL DSN without our query parameters.
+fn split_url(text: &str, extras: &mut Extras) -> Result<String> {
+    let Some((base, query)) = text.split_once('?') else {
+        return Ok(text.to_owned());
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key_text = percent_decode(key)?;
+        if !extras.take(&key_text, percent_decode(value)?)? {
+            kept.push(pair);
+        }
+    }
+    Ok(if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
     })
+}
+
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    Error::Configuration("invalid DSN: a bad %-escape in its options".into())
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::Configuration("invalid DSN: an option is not valid UTF-8".into()))
+}
+
+/// A `key=value` DSN without our keys, re-quoted for the driver.
+fn split_key_values(text: &str, extras: &mut Extras) -> Result<String> {
+    let bad = |what: &str| {
+        Error::Configuration(format!(
+            "invalid DSN ({what}); expected 'host=... port=... dbname=... user=... password=...'"
+        ))
+    };
+    let mut chars = text.chars().peekable();
+    let mut kept = Vec::new();
+    let mut taken = false;
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(bad("an option without '='"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.push(chars.next().ok_or_else(|| bad("a dangling '\\'"))?),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(bad("an unterminated quote")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(chars.next().ok_or_else(|| bad("a dangling '\\'"))?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        if extras.take(&key, value.clone())? {
+            taken = true;
+        } else {
+            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+            kept.push(format!("{key}='{quoted}'"));
+        }
+    }
+    // Untouched when none of ours was there: the driver parses (and judges) the original.
+    Ok(if taken {
+        kept.join(" ")
+    } else {
+        text.to_owned()
+    })
+}
+
+fn build_tls(x: &Extras) -> Result<Tls> {
+    let root_cert = x.sslrootcert.clone();
+    let system = root_cert.as_deref() == Some("system");
+    let mode = match x.sslmode.as_deref() {
+        Some(m) => SslMode::parse(m)?,
+        // libpq: sslrootcert=system makes verify-full the default.
+        None if system => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if system && mode != SslMode::VerifyFull {
+        return Err(Error::Configuration(format!(
+            "sslrootcert=system requires sslmode=verify-full (got {}), as in libpq",
+            mode.as_str()
+        )));
+    }
+    let cert = x.sslcert.as_ref().map(PathBuf::from);
+    let key = x.sslkey.as_ref().map(PathBuf::from);
+    let (first, second) = if mode == SslMode::Disable {
+        (Negotiation::Plain, None)
+    } else {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = match &root_cert {
+            Some(r) => Some(load_roots(r)?),
+            None if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
+                return Err(Error::Configuration(format!(
+                    "sslmode={} needs the CA that signed the server's certificate: add \
+                     sslrootcert=/path/to/ca.pem (or sslrootcert=system for the OS store)",
+                    mode.as_str()
+                )))
+            }
+            None => None,
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Configuration(format!("TLS setup failed: {e}")))?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match roots {
+            // libpq: require with a root certificate behaves as verify-ca.
+            Some(roots) => {
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| Error::Configuration(format!("sslrootcert: {e}")))?;
+                if mode == SslMode::VerifyFull {
+                    webpki
+                } else {
+                    Arc::new(ChainOnly(webpki))
+                }
+            }
+            None => Arc::new(AcceptAnyCert(provider.clone())),
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match (&cert, &key) {
+            (Some(c), Some(k)) => {
+                let chain = read_certs(c, "sslcert")?;
+                check_key_permissions(k)?;
+                let key = PrivateKeyDer::from_pem_file(k).map_err(|e| {
+                    Error::Configuration(format!(
+                        "sslkey {}: cannot read a PEM private key ({e})",
+                        k.display()
+                    ))
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    Error::Configuration(format!("sslcert/sslkey are not a pair: {e}"))
+                })?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(Error::Configuration(
+                    "a client certificate needs both sslcert and sslkey".into(),
+                ))
+            }
+        };
+        let tls = Negotiation::Tls {
+            config: Arc::new(config),
+            plaintext_fallback: mode == SslMode::Prefer,
+        };
+        if mode == SslMode::Allow {
+            (Negotiation::Plain, Some(tls))
+        } else {
+            (tls, None)
+        }
+    };
+    Ok(Tls {
+        mode,
+        root_cert,
+        cert,
+        key,
+        first,
+        second,
+    })
+}
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<std::result::Result<Vec<_>, _>>)
+        .map_err(|e| {
+            Error::Configuration(format!(
+                "{what} {}: cannot read PEM certificates ({e})",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Configuration(format!(
+            "{what} {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn load_roots(root: &str) -> Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    if root == "system" {
+        // The OS store, as libpq's sslrootcert=system: what the host's administrators trust.
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = store.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(Error::Configuration(
+                "sslrootcert=system: no CA certificate found in the operating system's store \
+                 (install ca-certificates, or name a CA file)"
+                    .into(),
+            ));
+        }
+    } else {
+        let (added, _) =
+            store.add_parsable_certificates(read_certs(Path::new(root), "sslrootcert")?);
+        if added == 0 {
+            return Err(Error::Configuration(format!(
+                "sslrootcert {root} holds no usable CA certificate"
+            )));
+        }
+    }
+    Ok(store)
+}
+
+/// libpq refuses a private key that others can read; so do we.
+#[allow(clippy::verbose_bit_mask)] // permission bits read better as octal masks
+fn check_key_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Configuration(format!("sslkey {}: {e}", path.display())))?;
+    let mode = meta.mode();
+    let ok = if meta.uid() == 0 {
+        mode & 0o037 == 0
+    } else {
+        mode & 0o077 == 0
+    };
+    if !ok {
+        return Err(Error::Configuration(format!(
+            "sslkey {} is readable by other users (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
 }
 
 /// The replaced system's variables: `POSTGRES_HOST` (default `postgres`), `POSTGRES_PORT`
@@ -151,7 +675,8 @@ fn from_postgres_env(env: &impl Fn(&str) -> Option<String>) -> Result<postgres::
     Ok(pg)
 }
 
-fn redact(pg: &postgres::Config) -> String {
+/// Built from the parsed fields, never by editing the DSN's text: the password cannot show.
+fn redact(pg: &postgres::Config, mode: SslMode) -> String {
     let user = pg.get_user().unwrap_or("");
     let secret = if pg.get_password().is_some() {
         ":***"
@@ -174,7 +699,12 @@ fn redact(pg: &postgres::Config) -> String {
         })
         .collect();
     let db = pg.get_dbname().unwrap_or(user);
-    format!("postgresql://{user}{secret}@{}/{db}", hosts.join(","))
+    let ssl = if mode == SslMode::Prefer {
+        String::new()
+    } else {
+        format!("?sslmode={}", mode.as_str())
+    };
+    format!("postgresql://{user}{secret}@{}/{db}{ssl}", hosts.join(","))
 }
 
 #[cfg(test)]
@@ -185,9 +715,23 @@ mod tests {
         None
     }
 
+    fn resolve_test(
+        dsn: Option<&str>,
+        pool_size: i128,
+        connect_timeout_s: f64,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings> {
+        let options = Options {
+            pool_size,
+            connect_timeout_s,
+            ..Options::default()
+        };
+        Settings::resolve(dsn, &options, env)
+    }
+
     #[test]
     fn url_dsn_is_parsed_and_redacted() {
-        let s = Settings::resolve(
+        let s = resolve_test(
             Some("postgresql://bob:hunter2@db.example:6543/queue"),
             4,
             10.0,
@@ -204,7 +748,7 @@ mod tests {
 
     #[test]
     fn key_value_dsn_is_accepted() {
-        let s = Settings::resolve(
+        let s = resolve_test(
             Some("host=localhost port=5433 dbname=d user=u password='p w'"),
             2,
             1.5,
@@ -223,13 +767,13 @@ mod tests {
             "POSTGRES_HOST" => Some("h2".to_owned()),
             _ => None,
         };
-        let s = Settings::resolve(None, 4, 10.0, env).unwrap();
+        let s = resolve_test(None, 4, 10.0, env).unwrap();
         assert_eq!(s.redacted_dsn(), "postgresql://a@h1:5432/d1");
     }
 
     #[test]
     fn postgres_variables_have_the_old_defaults() {
-        let s = Settings::resolve(None, 4, 10.0, no_env).unwrap();
+        let s = resolve_test(None, 4, 10.0, no_env).unwrap();
         assert_eq!(
             s.redacted_dsn(),
             "postgresql://airflow:***@postgres:5432/airflow"
@@ -240,7 +784,7 @@ mod tests {
     #[test]
     fn bad_port_variable_is_a_configuration_error() {
         let env = |k: &str| (k == "POSTGRES_PORT").then(|| "fivefourthreetwo".to_owned());
-        let err = Settings::resolve(None, 4, 10.0, env).unwrap_err();
+        let err = resolve_test(None, 4, 10.0, env).unwrap_err();
         assert!(matches!(err, Error::Configuration(_)));
         assert!(err.to_string().contains("POSTGRES_PORT"));
     }
@@ -253,7 +797,7 @@ mod tests {
             "host=h password='topsecret",
             "nonsense topsecret",
         ] {
-            let err = Settings::resolve(Some(dsn), 4, 10.0, no_env).unwrap_err();
+            let err = resolve_test(Some(dsn), 4, 10.0, no_env).unwrap_err();
             assert!(matches!(err, Error::Configuration(_)), "{dsn}: {err}");
             assert!(!err.to_string().contains("topsecret"), "{dsn}: {err}");
         }
@@ -262,17 +806,111 @@ mod tests {
     #[test]
     fn pool_size_and_timeout_are_validated() {
         let dsn = Some("postgresql://u@h/d");
-        assert!(Settings::resolve(dsn, 0, 10.0, no_env).is_err());
-        assert!(Settings::resolve(dsn, 1001, 10.0, no_env).is_err());
-        assert!(Settings::resolve(dsn, 4, 0.0, no_env).is_err());
-        assert!(Settings::resolve(dsn, 4, f64::NAN, no_env).is_err());
-        assert!(Settings::resolve(dsn, 4, -1.0, no_env).is_err());
+        assert!(resolve_test(dsn, 0, 10.0, no_env).is_err());
+        assert!(resolve_test(dsn, 1001, 10.0, no_env).is_err());
+        assert!(resolve_test(dsn, 4, 0.0, no_env).is_err());
+        assert!(resolve_test(dsn, 4, f64::NAN, no_env).is_err());
+        assert!(resolve_test(dsn, 4, -1.0, no_env).is_err());
     }
 
     #[test]
     fn empty_dsn_and_missing_host_are_rejected() {
-        assert!(Settings::resolve(Some("  "), 4, 10.0, no_env).is_err());
-        let err = Settings::resolve(Some("dbname=x user=u"), 4, 10.0, no_env).unwrap_err();
+        assert!(resolve_test(Some("  "), 4, 10.0, no_env).is_err());
+        let err = resolve_test(Some("dbname=x user=u"), 4, 10.0, no_env).unwrap_err();
         assert!(err.to_string().contains("no host"));
+    }
+
+    #[test]
+    fn our_options_are_taken_out_of_url_and_key_value_dsns() {
+        let s = resolve_test(
+            Some("postgresql://u:pw@db:5433/q?sslmode=require&application_name=x%20y"),
+            4,
+            10.0,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(s.tls().mode, SslMode::Require);
+        assert_eq!(s.pg().get_application_name(), Some("x y"));
+        assert_eq!(
+            s.redacted_dsn(),
+            "postgresql://u:***@db:5433/q?sslmode=require"
+        );
+        let s = resolve_test(
+            Some("host=db user=u password='it''s' sslmode = disable dbname=q"),
+            4,
+            10.0,
+            no_env,
+        );
+        assert!(s.is_err(), "'' is not an escape in libpq key=value syntax");
+        let s = resolve_test(
+            Some(r"host=db user=u password='it\'s \\ x' sslmode=disable dbname=q"),
+            4,
+            10.0,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(s.tls().mode, SslMode::Disable);
+        assert_eq!(s.password(), Some(r"it's \ x"));
+    }
+
+    #[test]
+    fn sslmode_rules_follow_libpq() {
+        let bad = |dsn: &str| {
+            resolve_test(Some(dsn), 4, 10.0, no_env)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("postgresql://u@h/d?sslmode=sometimes").contains("sslmode"));
+        assert!(bad("postgresql://u@h/d?sslmode=verify-full").contains("sslrootcert"));
+        assert!(bad("postgresql://u@h/d?sslmode=verify-ca").contains("sslrootcert"));
+        assert!(
+            bad("postgresql://u@h/d?sslmode=require&sslrootcert=system").contains("verify-full")
+        );
+        assert!(bad("postgresql://u@h/d?sslcert=/x.pem").contains("sslkey"));
+        assert!(bad("postgresql://u@h/d?sslrootcert=/nonexistent.pem").contains("sslrootcert"));
+        assert!(bad("postgresql://u@h/d?sslmode=%zz").contains("%-escape"));
+        let s = resolve_test(Some("postgresql://u@h/d"), 4, 10.0, no_env).unwrap();
+        assert_eq!(s.tls().mode, SslMode::Prefer);
+        assert_eq!(s.tls().attempts().count(), 1);
+        let s = resolve_test(Some("postgresql://u@h/d?sslmode=allow"), 4, 10.0, no_env).unwrap();
+        assert_eq!(s.tls().attempts().count(), 2);
+    }
+
+    #[test]
+    fn redaction_is_structural() {
+        let s = resolve_test(
+            Some("postgresql://airflow:airflow@postgres:5432/airflow"),
+            4,
+            10.0,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            s.redacted_dsn(),
+            "postgresql://airflow:***@postgres:5432/airflow"
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range_never_panic() {
+        let dsn = Some("postgresql://u@h/d");
+        for (pool, t) in [
+            (-1, 10.0),
+            (1 << 40, 10.0),
+            (i128::MAX, 10.0),
+            (4, 1e300),
+            (4, f64::INFINITY),
+        ] {
+            let r = resolve_test(dsn, pool, t, no_env);
+            assert!(matches!(r, Err(Error::Configuration(_))), "{pool} {t}");
+        }
+        // Tiny but positive: rounded up to a millisecond, not an error.
+        let s = resolve_test(dsn, 4, f64::MIN_POSITIVE, no_env).unwrap();
+        assert_eq!(s.connect_timeout(), Duration::from_millis(1));
+        let options = Options {
+            io_timeout_s: 1e300,
+            ..Options::default()
+        };
+        assert!(Settings::resolve(dsn, &options, no_env).is_err());
     }
 }

@@ -76,7 +76,7 @@ pub fn get_pending_downloads(
 ) -> Result<Vec<Download>> {
     let limit = check_non_negative("limit", limit)?;
     let file_type = file_type.map(FileType::as_str);
-    let rows = pool.run(|c| {
+    let rows = pool.run_idempotent(|c| {
         c.query(
             "SELECT d.id, d.job_id, d.remote_url, d.local_path, d.file_type, d.file_size,
                     d.status, d.priority, d.attempts, d.max_attempts, d.error_message,
@@ -200,7 +200,7 @@ pub struct DownloadStats {
 }
 
 pub fn get_download_stats(pool: &LazyPool) -> Result<DownloadStats> {
-    pool.run(|c| {
+    pool.run_idempotent(|c| {
         let what = "reading download statistics";
         let mut stats = DownloadStats::default();
         for r in c

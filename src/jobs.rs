@@ -13,7 +13,7 @@ use postgres::Row;
 
 use crate::errors::{Error, Result};
 use crate::model::{check_id, check_opt_text, check_prompt, check_text, JobStatus, JobType};
-use crate::pool::{Connection, Context, LazyPool};
+use crate::pool::{Connection, Context, Deadline, LazyPool, Outcome};
 
 /// A job as `get_job_by_id` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,8 @@ const FIND_BY_PROMPT: &str = "SELECT id, job_type, false FROM jobs WHERE prompt_
 /// Adds a job; returns its id, or the id of the job that already has this prompt.
 pub fn add_job(pool: &LazyPool, prompt_text: &str, job_type: JobType) -> Result<i32> {
     check_prompt(prompt_text)?;
-    pool.run(|c| {
+    // ON CONFLICT DO NOTHING: a repeat returns the same job's id, adds nothing.
+    pool.run_idempotent(|c| {
         let row = match c.query_opt(ADD_JOB, &[&prompt_text, &job_type.as_str()]) {
             Ok(Some(row)) => row,
             // A concurrent transaction inserted the same prompt after our snapshot was taken:
@@ -131,7 +132,7 @@ pub fn add_jobs(pool: &LazyPool, prompts: &[String], job_type: JobType) -> Resul
     let added = pool.run(|c| add_unique(c, &unique, job_type))?;
     log::info!("added {added} of {} jobs ({job_type})", prompts.len());
     if added >= 1000 {
-        pool.run(|c| analyze_if_grown(c, added))?;
+        pool.run_long(|c| analyze_if_grown(c, added))?;
     }
     Ok(added)
 }
@@ -273,7 +274,7 @@ pub fn add_test_jobs(pool: &LazyPool, prompts: &[String]) -> Result<u64> {
     if prompts.is_empty() {
         return Ok(0);
     }
-    let queued = pool.run(|c| {
+    let queued = pool.run_idempotent(|c| {
         let mut total = 0;
         for chunk in prompts.chunks(BATCH) {
             let row = c
@@ -289,7 +290,7 @@ pub fn add_test_jobs(pool: &LazyPool, prompts: &[String]) -> Result<u64> {
 }
 
 const CLAIM: &str = "
-    UPDATE jobs SET status = 'processing'
+    UPDATE jobs SET status = 'processing', claim_token = $2
     WHERE id = (
         SELECT id FROM jobs
         WHERE status = 'pending' AND job_type = $1
@@ -300,7 +301,7 @@ const CLAIM: &str = "
 
 /// The same claim, starting the index scan after this process's previous claim.
 const CLAIM_AFTER: &str = "
-    UPDATE jobs SET status = 'processing'
+    UPDATE jobs SET status = 'processing', claim_token = $4
     WHERE id = (
         SELECT id FROM jobs
         WHERE status = 'pending' AND job_type = $1 AND (created_at, id) > ($2, $3)
@@ -375,29 +376,75 @@ impl ClaimCursor {
     }
 }
 
+/// The job a claim with this token took, if that claim took effect.
+const CLAIMED_WITH: &str = "
+    SELECT id, prompt_text, job_type, created_at FROM jobs
+    WHERE claim_token = $1 AND status = 'processing'";
+
+/// A fresh random claim token (128 bits, hex).
+fn claim_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Unavailable(format!("no random bytes for a claim token: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
 /// Claims the oldest pending job of a type: it becomes `processing` and is returned to this
 /// caller only. `None` when no job of that type is pending.
+///
+/// The claim carries a token of its own. If the connection breaks after the claim was sent
+/// (the reply lost: the job may be claimed or not), the token is looked up on another
+/// connection: the caller receives the job its claim took, or, when the claim did not take
+/// effect, the claim is made again with the same token. So every job in `processing` has been
+/// handed to a caller, and a caller never holds two.
 pub fn get_and_lock_job(
     pool: &LazyPool,
     job_type: JobType,
     cursor: &ClaimCursor,
 ) -> Result<Option<ClaimedJob>> {
     let start = cursor.start(job_type);
-    let (row, full_scan) = pool.run(|c| {
+    let token = claim_token()?;
+    let claim = |c: &mut Connection| -> Result<(Option<Row>, bool)> {
         let what = "claiming a job";
         if let Some(p) = start {
             let row = c
-                .query_opt(CLAIM_AFTER, &[&job_type.as_str(), &p.created_at, &p.id])
+                .query_opt(
+                    CLAIM_AFTER,
+                    &[&job_type.as_str(), &p.created_at, &p.id, &token],
+                )
                 .context(what)?;
             if row.is_some() {
                 return Ok((row, false));
             }
         }
         Ok((
-            c.query_opt(CLAIM, &[&job_type.as_str()]).context(what)?,
+            c.query_opt(CLAIM, &[&job_type.as_str(), &token])
+                .context(what)?,
             true,
         ))
-    })?;
+    };
+    let mut outcome = pool.run_outcome(Deadline::Ordinary, claim)?;
+    let mut recovered = 0;
+    let (row, full_scan) = loop {
+        let lost = match outcome {
+            Outcome::Done(done) => break done,
+            Outcome::Unknown(e) => e,
+        };
+        log::warn!("{lost}; looking for the job this claim took");
+        let found = pool.run_idempotent(|c| {
+            c.query_opt(CLAIMED_WITH, &[&token])
+                .context("looking up a claim whose reply was lost")
+        })?;
+        if let Some(row) = found {
+            log::info!("the lost claim had taken effect: returning its job");
+            break (Some(row), true);
+        }
+        recovered += 1;
+        if recovered > 2 {
+            return Err(lost);
+        }
+        outcome = pool.run_outcome(Deadline::Ordinary, claim)?;
+    };
     let job = row.map(|r| ClaimedJob {
         id: r.get(0),
         prompt_text: r.get(1),
@@ -420,7 +467,8 @@ fn update_job(
     extra: &[Option<&str>],
 ) -> Result<bool> {
     let id = check_id("job_id", job_id)?;
-    let n = pool.run(|c: &mut Connection| {
+    // Setting the same values again changes nothing: safe to repeat after a lost reply.
+    let n = pool.run_idempotent(|c: &mut Connection| {
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&id];
         params.extend(
             extra
@@ -521,7 +569,7 @@ pub fn update_gcs_uri(pool: &LazyPool, job_id: i64, gcs_uri: &str) -> Result<boo
 /// The operation id of a job; `None` when the job has none or does not exist.
 pub fn get_operation_id(pool: &LazyPool, job_id: i64) -> Result<Option<String>> {
     let id = check_id("job_id", job_id)?;
-    let row = pool.run(|c| {
+    let row = pool.run_idempotent(|c| {
         c.query_opt("SELECT operation_id FROM jobs WHERE id = $1", &[&id])
             .context("reading a job's operation_id")
     })?;
@@ -531,7 +579,7 @@ pub fn get_operation_id(pool: &LazyPool, job_id: i64) -> Result<Option<String>> 
 /// A job by id; `None` when it does not exist.
 pub fn get_job_by_id(pool: &LazyPool, job_id: i64) -> Result<Option<Job>> {
     let id = check_id("job_id", job_id)?;
-    let row = pool.run(|c| {
+    let row = pool.run_idempotent(|c| {
         c.query_opt(
             "SELECT id, prompt_text, status, job_type, local_path, gcs_uri, operation_id,
                     error_message, created_at, updated_at

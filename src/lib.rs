@@ -14,6 +14,8 @@ pub mod model;
 pub mod pool;
 pub mod schema;
 pub mod stats;
+pub mod transport;
+pub mod unnamed;
 
 #[cfg(feature = "python")]
 mod bindings;

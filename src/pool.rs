@@ -1,4 +1,4 @@
-//! The connection pool: r2d2 over r2d2_postgres, built lazily and never shared across `fork()`.
+//! The connection pool: r2d2 over the driver, built lazily and never shared across `fork()`.
 //!
 //! * Nothing connects until the first call that needs the database.
 //! * The pool remembers the pid that built it. A process forked after that (Airflow forks its
@@ -12,22 +12,31 @@
 //!   alive at the fork, the child's table holds nothing stale.
 //! * Each pooled connection caches its prepared statements, so a hot call is one round trip
 //!   (Bind/Execute), like `pgbench -M prepared`.
-//! * A connection that the server closed (restart, idle timeout) is discarded and the call is
-//!   retried on another one, so callers see a restart as a slower call, not an error.
+//! * Every TCP connection runs over [`crate::transport`]: TLS as libpq's `sslmode` says, and a
+//!   deadline (`io_timeout`, `long_io_timeout` for [`LazyPool::run_long`]) on every wait.
+//! * With `prepared_statements=false` (PgBouncer in transaction pooling), queue calls send
+//!   unnamed statements, and the transport rewrites every other named statement into an
+//!   unnamed one (see [`crate::unnamed`]).
+//! * A call is retried on another connection only when it cannot have done anything: the
+//!   connection broke before a byte of it was written ([`LazyPool::run`]), or the call only
+//!   reads ([`LazyPool::run_idempotent`]). When a statement may have run and its reply was
+//!   lost, the caller gets `Unavailable` saying that the outcome is unknown ([`Outcome`]), or,
+//!   for claims, recovers the job by its claim token (see `jobs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, Row, Statement};
 use r2d2::ManageConnection;
-use r2d2_postgres::PostgresConnectionManager;
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::Settings;
 use crate::errors::{Error, Result};
+use crate::transport::{Connector, IoState, TlsRefused};
 
 /// Parameters of a statement.
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -36,6 +45,9 @@ pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 pub struct Connection {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// The transport's deadline and byte counter; `None` on a Unix-domain socket.
+    io: Option<Arc<IoState>>,
+    prepared_statements: bool,
 }
 
 impl Connection {
@@ -69,6 +81,9 @@ impl Connection {
         sql: &'static str,
         params: &Params,
     ) -> Result<Vec<Row>, postgres::Error> {
+        if let Some(typed) = self.unprepared(params) {
+            return self.client.query_typed(sql, &typed);
+        }
         self.with_statement(sql, |c, s| c.query(s, params))
     }
 
@@ -77,6 +92,9 @@ impl Connection {
         sql: &'static str,
         params: &Params,
     ) -> Result<Option<Row>, postgres::Error> {
+        if let Some(typed) = self.unprepared(params) {
+            return self.client.query_typed_opt(sql, &typed);
+        }
         self.with_statement(sql, |c, s| c.query_opt(s, params))
     }
 
@@ -85,11 +103,26 @@ impl Connection {
         sql: &'static str,
         params: &Params,
     ) -> Result<Row, postgres::Error> {
+        if let Some(typed) = self.unprepared(params) {
+            return self.client.query_typed_one(sql, &typed);
+        }
         self.with_statement(sql, |c, s| c.query_one(s, params))
     }
 
     pub fn execute(&mut self, sql: &'static str, params: &Params) -> Result<u64, postgres::Error> {
+        if let Some(typed) = self.unprepared(params) {
+            return self.client.execute_typed(sql, &typed);
+        }
         self.with_statement(sql, |c, s| c.execute(s, params))
+    }
+
+    /// The parameters with their types when statements are not prepared (PgBouncer).
+    fn unprepared<'a>(&self, params: &[&'a (dyn ToSql + Sync)]) -> Option<Typed<'a>> {
+        if self.prepared_statements {
+            None
+        } else {
+            typed_params(params)
+        }
     }
 
     /// The raw client, for transactions, COPY and DDL (no statement caching).
@@ -97,34 +130,139 @@ impl Connection {
         self.statements.clear();
         &mut self.client
     }
+
+    fn written(&self) -> Option<u64> {
+        self.io.as_ref().map(|io| io.written())
+    }
 }
 
-/// r2d2's manager: r2d2_postgres's, with a statement cache on each connection.
-struct Manager(PostgresConnectionManager<NoTls>);
+/// Candidate types for a parameter sent without a prepared statement, most specific first:
+/// the first one the Rust value accepts is the type sent, and the server casts from it as it
+/// would from a literal of that type.
+const SEND_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+    Type::FLOAT8,
+    Type::BOOL,
+    Type::TIMESTAMP,
+    Type::TIMESTAMPTZ,
+    Type::TEXT_ARRAY,
+    Type::INT4_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT2,
+    Type::FLOAT4,
+    Type::BYTEA,
+];
+
+type Typed<'a> = Vec<(&'a (dyn ToSql + Sync), Type)>;
+
+/// Each parameter with the first of [`SEND_TYPES`] its value can be sent as; `None` when one
+/// fits none of them (the statement is then prepared, as on the fast path).
+fn typed_params<'a>(params: &[&'a (dyn ToSql + Sync)]) -> Option<Typed<'a>> {
+    let mut scratch = bytes::BytesMut::new();
+    params
+        .iter()
+        .map(|p| {
+            SEND_TYPES
+                .iter()
+                .find(|t| {
+                    scratch.clear();
+                    // The type check comes before any encoding: a refusal costs nothing.
+                    p.to_sql_checked(t, &mut scratch).is_ok()
+                })
+                .map(|t| (*p, t.clone()))
+        })
+        .collect()
+}
+
+/// r2d2's manager: opens connections over our transport, with a statement cache on each.
+struct Manager {
+    settings: Settings,
+}
 
 impl ManageConnection for Manager {
     type Connection = Connection;
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<Connection, postgres::Error> {
-        Ok(Connection {
-            client: self.0.connect()?,
-            statements: HashMap::new(),
-        })
+        open(&self.settings)
     }
 
     fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
-        self.0.is_valid(&mut conn.client)
+        conn.client.simple_query("").map(drop)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
-        self.0.has_broken(&mut conn.client)
+        conn.client.is_closed()
     }
+}
+
+/// Opens one connection as the settings say (for `allow`: plaintext, then TLS when the
+/// server refuses plaintext).
+fn open(settings: &Settings) -> Result<Connection, postgres::Error> {
+    let mut last = None;
+    for negotiation in settings.tls().attempts() {
+        let io = Arc::new(IoState::default());
+        let connector = Connector {
+            negotiation: negotiation.clone(),
+            state: io.clone(),
+            connect_timeout: settings.connect_timeout(),
+        };
+        match settings.pg().connect(connector) {
+            Ok(client) => {
+                if !settings.prepared_statements() {
+                    io.send_unnamed_statements();
+                }
+                return Ok(Connection {
+                    client,
+                    statements: HashMap::new(),
+                    io: (!settings.unix_socket()).then_some(io),
+                    prepared_statements: settings.prepared_statements(),
+                });
+            }
+            // allow: a server that refuses plaintext (hostssl only) gets a TLS attempt.
+            Err(e) if e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
 }
 
 struct Built {
     pid: u32,
     pool: r2d2::Pool<Manager>,
+}
+
+/// Which deadline a call runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// `io_timeout`: queue calls.
+    Ordinary,
+    /// `long_io_timeout`: backups, restores, migrations, statistics refreshes.
+    Long,
+}
+
+/// What became of a call whose connection may have broken after the statement was sent.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Done(T),
+    /// The statement was sent and no reply came: it may or may not have taken effect.
+    Unknown(Error),
+}
+
+/// The first source of `e` (itself included) of type `E`.
+fn find_source<E: std::error::Error + 'static>(e: &postgres::Error) -> Option<&E> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(found) = s.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Size, idle and in-use connections of a pool.
@@ -184,10 +322,9 @@ impl LazyPool {
             );
             forget_inherited(slot.take());
         }
-        let manager = Manager(PostgresConnectionManager::new(
-            self.settings.pg().clone(),
-            NoTls,
-        ));
+        let manager = Manager {
+            settings: self.settings.clone(),
+        };
         self.probe()?;
         let pool = r2d2::Pool::builder()
             .thread_pool(Arc::new(worker_pool()))
@@ -222,17 +359,16 @@ impl LazyPool {
     }
 
     /// One connection up front, so a wrong password or a missing database fails at once with
-    /// the server's reason instead of after r2d2's retries until the timeout. The driver's
-    /// `connect_timeout` bounds only the TCP connect, not the startup exchange, so the attempt
-    /// runs on its own thread and is abandoned at the deadline: a server that accepts and
-    /// never answers cannot hang the caller.
+    /// the server's reason instead of after r2d2's retries until the timeout. The attempt runs
+    /// on its own thread and is abandoned at the deadline: whatever the server does, the
+    /// caller waits at most `connect_timeout`.
     fn probe(&self) -> Result<()> {
-        let config = self.settings.pg().clone();
+        let settings = self.settings.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("job_manager-connect".into())
             .spawn(move || {
-                let _ = tx.send(config.connect(NoTls).map(drop));
+                let _ = tx.send(open(&settings).map(drop));
             })
             .map_err(|e| Error::Unavailable(format!("cannot start a connect thread: {e}")))?;
         let timeout = self.settings.connect_timeout();
@@ -250,48 +386,177 @@ impl LazyPool {
 
     fn connect_error(&self, e: &postgres::Error) -> Error {
         let dsn = self.settings.redacted_dsn();
-        let err = match Error::from_postgres(&format!("connecting to {dsn}"), e) {
+        let chain = crate::errors::error_chain(e);
+        if let Some(refused) = find_source::<TlsRefused>(e) {
+            return Error::Configuration(format!("connecting to {dsn}: {refused}"));
+        }
+        if chain.contains("password missing") {
+            return Error::Configuration(format!(
+                "connecting to {dsn}: the server asks for a password and none was given; add \
+                 it to the DSN (postgresql://user:PASSWORD@host/db) or set POSTGRES_PASSWORD"
+            ));
+        }
+        match Error::from_postgres(&format!("connecting to {dsn}"), e) {
             // No SQLSTATE: refused, timed out, unresolvable host.
             Error::Unavailable(_) | Error::Database(_) if e.as_db_error().is_none() => {
                 Error::Unavailable(format!(
-                    "cannot connect to {dsn} ({}); is the server running and reachable?",
-                    crate::errors::error_chain(e)
+                    "cannot connect to {dsn} ({chain}); is the server running and reachable?"
                 ))
             }
             Error::Database(m) => Error::Unavailable(m),
             other => other,
-        };
-        err.scrub(self.settings.password())
+        }
     }
 
     fn checkout(&self, pool: &r2d2::Pool<Manager>) -> Result<r2d2::PooledConnection<Manager>> {
+        let started = Instant::now();
         pool.get().map_err(|e| {
-            Error::Unavailable(format!(
-                "no connection to {} within {:.1}s ({e}); is the server running and reachable?",
-                self.settings.redacted_dsn(),
-                self.settings.connect_timeout().as_secs_f64()
-            ))
-            .scrub(self.settings.password())
+            let waited = started.elapsed().as_secs_f64();
+            let state = pool.state();
+            let size = self.settings.pool_size();
+            if state.connections >= size && state.idle_connections == 0 {
+                Error::Unavailable(format!(
+                    "all {size} connections of the pool (pool_size={size}) to {} stayed busy \
+                     for {waited:.1}s; raise pool_size, or make fewer calls at once from this \
+                     process",
+                    self.settings.redacted_dsn()
+                ))
+            } else {
+                Error::Unavailable(format!(
+                    "no connection to {} within {waited:.1}s ({e}); is the server running and \
+                     reachable?",
+                    self.settings.redacted_dsn()
+                ))
+            }
         })
     }
 
-    /// Runs `f` on a pooled connection. When the server closed the connection under it, the
-    /// connection is discarded and `f` runs again on another one (at most once per pool slot,
-    /// plus one fresh connection).
+    /// Runs `f` on a pooled connection, with `io_timeout` on every wait. When the connection
+    /// broke before `f` wrote anything (a server restart noticed at the first write), `f`
+    /// runs again on another connection; when it broke after, the statement may have run, and
+    /// the error says that the outcome is unknown ([`Outcome::Unknown`] via
+    /// [`LazyPool::run_outcome`] lets a caller recover instead).
     pub fn run<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+        match self.run_outcome(Deadline::Ordinary, &mut f)? {
+            Outcome::Done(v) => Ok(v),
+            Outcome::Unknown(e) => Err(e),
+        }
+    }
+
+    /// [`LazyPool::run`] with `long_io_timeout`: for backups and restores, where the server
+    /// may be silent for long (an index build, a large COMMIT) while it works.
+    pub fn run_long<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+        match self.run_outcome(Deadline::Long, &mut f)? {
+            Outcome::Done(v) => Ok(v),
+            Outcome::Unknown(e) => Err(e),
+        }
+    }
+
+    /// For calls that only read (or whose repetition changes nothing): retried on another
+    /// connection whenever the connection broke, sent or not.
+    pub fn run_idempotent<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+        let attempts = self.settings.pool_size() + 1;
+        let mut attempt = 1;
+        loop {
+            match self.run_outcome(Deadline::Ordinary, &mut f)? {
+                Outcome::Done(v) => return Ok(v),
+                Outcome::Unknown(e) if attempt >= attempts => return Err(e),
+                Outcome::Unknown(e) => {
+                    log::warn!("{e}; this call is safe to repeat: running it again");
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs `f` once the way [`LazyPool::run`] does, but hands back a lost reply as
+    /// [`Outcome::Unknown`] so the caller can find out what happened (claims look for their
+    /// token).
+    pub fn run_outcome<T>(
+        &self,
+        deadline: Deadline,
+        mut f: impl FnMut(&mut Connection) -> Result<T>,
+    ) -> Result<Outcome<T>> {
+        let (timeout, setting) = match deadline {
+            Deadline::Ordinary => (self.settings.io_timeout(), "io_timeout"),
+            Deadline::Long => (self.settings.long_io_timeout(), "long_io_timeout"),
+        };
         let pool = self.pool()?;
         let attempts = self.settings.pool_size() + 1;
         let mut attempt = 1;
         loop {
             let mut conn = self.checkout(&pool)?;
-            let result = f(&mut conn);
-            match result {
-                Err(e) if conn.client.is_closed() && attempt < attempts => {
-                    log::warn!("the server closed a pooled connection ({e}); retrying on another");
-                    attempt += 1;
-                }
-                other => return other.map_err(|e| e.scrub(self.settings.password())),
+            if let Some(io) = &conn.io {
+                io.arm(timeout);
             }
+            let before = conn.written();
+            let result = f(&mut conn);
+            let err = match result {
+                Ok(v) => return Ok(Outcome::Done(v)),
+                Err(e) if !conn.client.is_closed() => return Err(e),
+                Err(e) => e,
+            };
+            let timed_out = conn.io.as_ref().is_some_and(|io| io.timed_out());
+            if timed_out {
+                self.cancel_in_background(&conn);
+            }
+            let err = if timed_out {
+                Error::Unavailable(format!(
+                    "no reply from {} for {}s ({setting}); the connection was closed",
+                    self.settings.redacted_dsn(),
+                    timeout.as_secs_f64()
+                ))
+            } else {
+                match err {
+                    // Name the server, as connection errors do (user, host, port, database).
+                    Error::Unavailable(m) => Error::Unavailable(format!(
+                        "{m} (connection to {})",
+                        self.settings.redacted_dsn()
+                    )),
+                    other => other,
+                }
+            };
+            let sent = match (before, conn.written()) {
+                (Some(b), Some(a)) => a != b,
+                // A Unix-domain socket: we cannot tell, so assume it was.
+                _ => true,
+            };
+            if sent {
+                return Ok(Outcome::Unknown(Error::Unavailable(format!(
+                    "{err}; the connection broke after the statement was sent, so whether it \
+                     took effect is unknown: check the data before repeating the call"
+                ))));
+            }
+            if attempt >= attempts {
+                return Err(err);
+            }
+            log::warn!("a pooled connection was closed before the call was sent ({err}); retrying on another");
+            attempt += 1;
+        }
+    }
+
+    /// Asks the server to cancel what a timed-out connection was running (a statement waiting
+    /// for a lock would otherwise run on, and hold its locks, after we gave up on it). Best
+    /// effort, on its own thread; the attempt is bounded by `connect_timeout`.
+    fn cancel_in_background(&self, conn: &Connection) {
+        let token = conn.client.cancel_token();
+        let Some(negotiation) = self.settings.tls().attempts().next().cloned() else {
+            return;
+        };
+        let connector = Connector {
+            negotiation,
+            state: Arc::new(IoState::default()),
+            connect_timeout: self.settings.connect_timeout(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("job_manager-cancel".into())
+            .spawn(move || {
+                if let Err(e) = token.cancel_query(connector) {
+                    log::debug!("could not cancel the timed-out statement: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::debug!("could not start a cancel thread: {e}");
         }
     }
 

@@ -11,7 +11,7 @@ pub type JobStats = BTreeMap<String, BTreeMap<String, i64>>;
 
 /// Counts jobs per type and status. One GROUP BY, served by the `(job_type, status)` index.
 pub fn get_job_stats(pool: &LazyPool) -> Result<JobStats> {
-    let rows = pool.run(|c| {
+    let rows = pool.run_idempotent(|c| {
         c.query(
             "SELECT job_type, status, count(*) FROM jobs
              GROUP BY job_type, status ORDER BY job_type, status",

@@ -253,9 +253,9 @@ def test_a_failing_restore_changes_nothing(
     info = loaded.backup_database(tmp_path)
     text = Path(info.path).read_text("utf-8")
     # Duplicate the first jobs row (a primary key violation), keep counts and checksum right.
-    head, rest = text.split('"error_message") FROM stdin;\n', 1)
+    head, rest = text.split('"claim_token") FROM stdin;\n', 1)
     first_row = rest.split("\n", 1)[0]
-    body = head + '"error_message") FROM stdin;\n' + first_row + "\n" + rest
+    body = head + '"claim_token") FROM stdin;\n' + first_row + "\n" + rest
     body = body.replace("-- rows: jobs 43", "-- rows: jobs 44")
     body = body[: body.rindex("-- sha256: ")]
     body += "-- sha256: " + hashlib.sha256(body.encode()).hexdigest() + "\n"

@@ -184,8 +184,9 @@ def test_init_dag(
         "V2__job_status_values",
         "V3__queue_indexes_and_error_message",
         "V4__queue_autovacuum",
+        "V5__claim_token",
     ]
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 4
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 5
     again = run_dag(airflow_python, airflow_home, dsn, "job_manager_init")
     assert again["state"] == "success"
     assert again["xcom"]["apply_missing"] == []

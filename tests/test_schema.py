@@ -17,6 +17,7 @@ ALL = [
     "V2__job_status_values",
     "V3__queue_indexes_and_error_message",
     "V4__queue_autovacuum",
+    "V5__claim_token",
 ]
 
 # psql \d of the oldest production layout (fixtures/veo3-legacy/old_jobs_structure.txt).
@@ -103,6 +104,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
         (2, "job_status_values", 64, True),
         (3, "queue_indexes_and_error_message", 64, True),
         (4, "queue_autovacuum", 64, True),
+        (5, "claim_token", 64, True),
     ]
     assert columns(db, "jobs") == [
         "id",
@@ -115,6 +117,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
         "created_at",
         "updated_at",
         "error_message",
+        "claim_token",
     ]
     indexes = {r[0] for r in db.execute("SELECT indexname FROM pg_indexes").fetchall()}
     assert {
@@ -128,7 +131,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
     } <= indexes
     triggers = {r[0] for r in db.execute("SELECT tgname FROM pg_trigger").fetchall()}
     assert {"update_jobs_updated_at", "update_download_queue_updated_at"} <= triggers
-    assert job_manager.SCHEMA_VERSION == 4
+    assert job_manager.SCHEMA_VERSION == 5
 
 
 def test_constraints_of_the_last_layout(jm: JobManager, db: psycopg.Connection) -> None:
@@ -200,7 +203,7 @@ def test_legacy_pg_dump_is_migrated_in_place(
 
     # Every row and value kept; the new column added at the end.
     assert [row[:9] for row in snapshot(db)] == [tuple(r) for r in jobs_before]
-    assert columns(db, "jobs")[-1] == "error_message"
+    assert columns(db, "jobs")[-2:] == ["error_message", "claim_token"]
     assert bare_jm.check_table_exists("download_queue") is True
     # Airflow's tables are all there, untouched.
     after = {t: scalar(db, f'SELECT count(*) FROM "{t}"') for t in airflow_tables}
@@ -308,7 +311,7 @@ def test_sixteen_processes_init_at_once(dsn: str, db: psycopg.Connection) -> Non
     assert errors == []
     applied = [o[1] for o in outcomes if o[1]]
     assert applied == [ALL], "exactly one process applies the migrations"
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 4
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 5
     assert scalar(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'jobs'") == 1
 
 

@@ -244,11 +244,19 @@ class JobManager:
     (default ``postgres``), ``POSTGRES_PORT`` (5432), ``POSTGRES_DB``, ``POSTGRES_USER`` and
     ``POSTGRES_PASSWORD`` (each default ``airflow``). URL and key=value DSNs are accepted.
 
-    Construction does no I/O. The pool opens on first use, is rebuilt in a forked child, and
-    every call that may block releases the GIL.
+    TLS follows libpq: ``sslmode`` (disable, allow, prefer (default), require, verify-ca,
+    verify-full), ``sslrootcert`` (a PEM file, or ``system``), ``sslcert``/``sslkey``, in the
+    DSN. ``io_timeout`` bounds every wait of an ordinary call (no byte moving for that long
+    closes the connection: DatabaseUnavailableError); ``long_io_timeout`` is the same bound for
+    backups and restores. ``prepared_statements=False`` is the switch for PgBouncer in
+    ``pool_mode=transaction``. ``application_name`` (default ``job_manager``) is what
+    ``pg_stat_activity`` shows.
+
+    Construction reads the TLS files the DSN names and does no other I/O. The pool opens on
+    first use, is rebuilt in a forked child, and every call that may block releases the GIL.
 
     Raises:
-        ConfigurationError: the DSN, ``pool_size`` or ``connect_timeout`` is invalid.
+        ConfigurationError: the DSN, a TLS file or any of the numbers is invalid.
     """
 
     def __new__(
@@ -257,14 +265,27 @@ class JobManager:
         *,
         pool_size: int = 4,
         connect_timeout: float = 10.0,
+        io_timeout: float = 30.0,
+        long_io_timeout: float = 3600.0,
+        application_name: str | None = None,
+        prepared_statements: bool = True,
     ) -> Self: ...
     @property
     def dsn(self) -> str:
-        """The DSN as a URL with the password replaced by ``***``."""
+        """The DSN as a URL built from its user, hosts, ports and database (and sslmode when not
+        ``prefer``), the password shown as ``***``."""
     @property
     def pool_size(self) -> int: ...
     @property
     def connect_timeout(self) -> float: ...
+    @property
+    def io_timeout(self) -> float: ...
+    @property
+    def long_io_timeout(self) -> float: ...
+    @property
+    def sslmode(self) -> str: ...
+    @property
+    def prepared_statements(self) -> bool: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

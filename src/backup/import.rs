@@ -86,10 +86,10 @@ pub fn import_jobs(
         }
         Ok(())
     })?;
-    pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
+    pool.run_long(|c| schema::init_database(c.client(), InitOptions::default()))?;
     let (added, skipped, remapped, safety_backup) =
-        pool.run(|c| merge(c.client(), &file, auth, &verified, safety_dir))?;
-    pool.run(|c| {
+        pool.run_long(|c| merge(c.client(), &file, auth, &verified, safety_dir))?;
+    pool.run_long(|c| {
         crate::maintenance::analyze_after_load(
             c.client(),
             &[

@@ -272,7 +272,7 @@ pub fn backup_database(
     let started = Instant::now();
     files::ensure_dir(dir)?;
     check_free_space(pool, dir, compression)?;
-    let (path, header, sha256) = pool.run(|c| {
+    let (path, header, sha256) = pool.run_long(|c| {
         let mut tx = dump::begin_snapshot(c.client())?;
         let written = write_backup_file(&mut tx, dir, compression, auth)?;
         tx.commit()
@@ -408,21 +408,21 @@ pub fn restore_database(
     let started = Instant::now();
     let file = BackupFile::open(path)?;
     let verified = file.verify(auth)?;
-    pool.run(|c| {
+    pool.run_long(|c| {
         if owned_tables_exist(c.client())? {
             restore::check_no_outside_effects(c.client(), true)?;
         }
         Ok(())
     })?;
-    pool.run(|c| schema::init_database(c.client(), InitOptions::default()))?;
-    let (rows, safety_backup) = pool.run(|c| match verified.kind {
+    pool.run_long(|c| schema::init_database(c.client(), InitOptions::default()))?;
+    let (rows, safety_backup) = pool.run_long(|c| match verified.kind {
         Kind::JobManager => restore::restore_ours(c.client(), &file, auth, &verified, safety_dir),
         Kind::PgDump | Kind::Csv => {
             restore::restore_staged(c.client(), &file, auth, &verified, safety_dir)
         }
     })?;
     // Every row is new: give the planner statistics now, not at autovacuum's next visit.
-    pool.run(|c| {
+    pool.run_long(|c| {
         crate::maintenance::analyze_after_load(
             c.client(),
             &[

@@ -106,6 +106,9 @@ pub fn dump_database(
     if let Some(pw) = settings.password() {
         cmd.env("PGPASSWORD", pw);
     }
+    // TLS exactly as our own connections (sslmode, sslrootcert, sslcert, sslkey), and our
+    // application_name.
+    cmd.envs(settings.libpq_env());
     cmd.env(
         "PGCONNECT_TIMEOUT",
         settings.connect_timeout().as_secs().max(1).to_string(),

@@ -99,6 +99,55 @@ pub fn compression_arg(value: &Bound<'_, PyAny>) -> PyResult<crate::backup::form
     }
 }
 
+/// An integer setting: any Python int (or a value with `__index__`); one that does not fit
+/// is a `ConfigurationError` naming the setting, never an `OverflowError`.
+pub fn config_int(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i128> {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(Error::Configuration(format!("{name} must be an integer, got a bool")).into());
+    }
+    match value.extract::<i128>() {
+        Ok(n) => Ok(n),
+        Err(_) if value.is_instance_of::<pyo3::types::PyInt>() => Err(Error::Configuration(
+            format!("{name} is out of range: {}", short_repr(value)),
+        )
+        .into()),
+        Err(_) => Err(Error::Configuration(format!(
+            "{name} must be an integer, got {}",
+            short_repr(value)
+        ))
+        .into()),
+    }
+}
+
+/// A number of seconds (int or float); `None` means `default`. A value that no float can
+/// hold is a `ConfigurationError`; the range is checked by the core.
+pub fn config_seconds(name: &str, value: Option<&Bound<'_, PyAny>>, default: f64) -> PyResult<f64> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(Error::Configuration(format!("{name} must be a number, got a bool")).into());
+    }
+    value.extract::<f64>().map_err(|_| {
+        Error::Configuration(format!(
+            "{name} must be a number of seconds, got {}",
+            short_repr(value)
+        ))
+        .into()
+    })
+}
+
+fn short_repr(value: &Bound<'_, PyAny>) -> String {
+    let text = value
+        .repr()
+        .map_or_else(|_| "?".to_owned(), |r| r.to_string());
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
+}
+
 pub fn opt_str(t: Option<&Text>) -> Option<&str> {
     t.map(Text::as_str)
 }

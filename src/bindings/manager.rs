@@ -6,10 +6,13 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::backup::{BackupInfo, RestoreInfo};
 use super::convert::{
-    claimed_dict, download_dict, download_stats_dict, job_dict, job_stats_dict, opt_str, Text,
+    claimed_dict, config_int, config_seconds, download_dict, download_stats_dict, job_dict,
+    job_stats_dict, opt_str, Text,
 };
 use super::maintenance::to_python;
-use crate::config::{Settings, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_POOL_SIZE};
+use crate::config::{
+    Options, Settings, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_IO_TIMEOUT_S, DEFAULT_LONG_IO_TIMEOUT_S,
+};
 use crate::maintenance::{self as upkeep, Thresholds};
 use crate::model::{DownloadStatus, FileType, JobType};
 use crate::pool::{LazyPool, PoolState};
@@ -80,11 +83,48 @@ fn texts(values: &[Text]) -> Vec<String> {
 #[pymethods]
 impl JobManager {
     #[new]
-    #[pyo3(signature = (dsn=None, *, pool_size=DEFAULT_POOL_SIZE, connect_timeout=DEFAULT_CONNECT_TIMEOUT_S))]
-    fn new(dsn: Option<Text>, pool_size: u32, connect_timeout: f64) -> PyResult<Self> {
-        let settings = Settings::resolve(opt_str(dsn.as_ref()), pool_size, connect_timeout, |k| {
-            std::env::var(k).ok()
-        })?;
+    #[pyo3(signature = (
+        dsn=None,
+        *,
+        pool_size=None,
+        connect_timeout=None,
+        io_timeout=None,
+        long_io_timeout=None,
+        application_name=None,
+        prepared_statements=true,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dsn: Option<Text>,
+        pool_size: Option<&Bound<'_, PyAny>>,
+        connect_timeout: Option<&Bound<'_, PyAny>>,
+        io_timeout: Option<&Bound<'_, PyAny>>,
+        long_io_timeout: Option<&Bound<'_, PyAny>>,
+        application_name: Option<Text>,
+        prepared_statements: bool,
+    ) -> PyResult<Self> {
+        let defaults = Options::default();
+        let options = Options {
+            pool_size: match pool_size {
+                Some(v) => config_int("pool_size", v)?,
+                None => defaults.pool_size,
+            },
+            connect_timeout_s: config_seconds(
+                "connect_timeout",
+                connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT_S,
+            )?,
+            io_timeout_s: config_seconds("io_timeout", io_timeout, DEFAULT_IO_TIMEOUT_S)?,
+            long_io_timeout_s: config_seconds(
+                "long_io_timeout",
+                long_io_timeout,
+                DEFAULT_LONG_IO_TIMEOUT_S,
+            )?,
+            application_name: application_name.map(|t| t.0),
+            prepared_statements,
+        };
+        let settings =
+            Settings::resolve(opt_str(dsn.as_ref()), &options, |k| std::env::var(k).ok())?;
         Ok(JobManager {
             pool: LazyPool::new(settings),
             cursor: jobs::ClaimCursor::default(),
@@ -116,6 +156,26 @@ impl JobManager {
     #[getter]
     fn connect_timeout(&self) -> f64 {
         self.pool.settings().connect_timeout().as_secs_f64()
+    }
+
+    #[getter]
+    fn io_timeout(&self) -> f64 {
+        self.pool.settings().io_timeout().as_secs_f64()
+    }
+
+    #[getter]
+    fn long_io_timeout(&self) -> f64 {
+        self.pool.settings().long_io_timeout().as_secs_f64()
+    }
+
+    #[getter]
+    fn sslmode(&self) -> &'static str {
+        self.pool.settings().tls().mode.as_str()
+    }
+
+    #[getter]
+    fn prepared_statements(&self) -> bool {
+        self.pool.settings().prepared_statements()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -150,7 +210,7 @@ impl JobManager {
         };
         Ok(py.detach(|| {
             self.pool
-                .run(|c| schema::init_database(c.client(), options))
+                .run_long(|c| schema::init_database(c.client(), options))
         })?)
     }
 

@@ -72,6 +72,12 @@ pub static MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/V4__queue_autovacuum.sql"),
         hook: None,
     },
+    Migration {
+        version: 5,
+        name: "claim_token",
+        sql: include_str!("migrations/V5__claim_token.sql"),
+        hook: None,
+    },
 ];
 
 /// The newest version this build knows.
@@ -348,7 +354,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(usize::try_from(m.version).unwrap(), i + 1, "{}", m.label());
         }
-        assert_eq!(latest_version(), 4);
+        assert_eq!(latest_version(), 5);
     }
 
     #[test]
@@ -394,7 +400,7 @@ mod tests {
     fn plan_skips_applied_and_keeps_order() {
         let todo = plan(&[applied(&MIGRATIONS[0])], MIGRATIONS).unwrap();
         let versions: Vec<i32> = todo.iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![2, 3, 4]);
+        assert_eq!(versions, vec![2, 3, 4, 5]);
         let all: Vec<_> = MIGRATIONS.iter().map(applied).collect();
         assert!(plan(&all, MIGRATIONS).unwrap().is_empty());
     }
