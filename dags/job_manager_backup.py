@@ -56,7 +56,7 @@ def checked(params) -> dict:
         "keep": Param(
             10, type="integer", minimum=MIN_KEEP, maximum=MAX_KEEP, description="backups to keep"
         ),
-        "compress": Param(False, type="boolean", description="write .sql.gz"),
+        "compress": Param(False, type="boolean", description="compress with zstd (.sql.zst)"),
     },
 )
 def job_manager_backup():
