@@ -258,13 +258,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--reliability-report")
     if not path or not _ROWS:
         return
-    long = session.config.getoption("--long")
     lines = [
         "# Reliability",
         "",
-        "Faults and hostile input that job_manager survives, each a test in `tests/reliability/`.",
-        f"Produced by `pytest tests/reliability{' --long' if long else ''} --reliability-report "
-        f"RELIABILITY.md` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
+        "Faults and hostile input that job_manager survives, each row written by the test that "
+        "injected the fault, from what it observed.",
+        f"Produced by `pytest {' '.join(session.config.invocation_params.args)}` "
+        f"on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
         f"(Python {platform.python_version()}); pytest exit status {exitstatus}"
         f"{' (all passed)' if exitstatus == 0 else ' (FAILURES: see the run)'}.",
         "CI runs the same suite with these bounded counts; `--long` multiplies them for soak runs.",
