@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use super::backup::{BackupInfo, RestoreInfo};
 use super::convert::{
     claimed_dict, config_int, config_seconds, download_dict, download_stats_dict, job_dict,
-    job_stats_dict, opt_str, Text,
+    job_stats_dict, opt_str, Count, Text,
 };
 use super::maintenance::to_python;
 use crate::config::{
@@ -254,6 +254,13 @@ impl JobManager {
         older_than_seconds: f64,
     ) -> PyResult<u64> {
         let t = job_type.as_ref().map(self::job_type).transpose()?;
+        // At most a century: beyond it the server's timestamp arithmetic overflows.
+        if !(older_than_seconds.is_finite() && older_than_seconds.abs() <= 3.2e9) {
+            return Err(crate::errors::Error::invalid(format!(
+                "older_than_seconds must be a number of seconds up to a century, got {older_than_seconds}"
+            ))
+            .into());
+        }
         Ok(py.detach(|| jobs::reset_stuck_jobs(&self.pool, t, older_than_seconds))?)
     }
 
@@ -271,14 +278,14 @@ impl JobManager {
     fn mark_job_as_completed(
         &self,
         py: Python<'_>,
-        job_id: i64,
+        job_id: Count,
         local_path: Option<Text>,
         gcs_uri: Option<Text>,
     ) -> PyResult<bool> {
         Ok(py.detach(|| {
             jobs::mark_completed(
                 &self.pool,
-                job_id,
+                job_id.0,
                 opt_str(local_path.as_ref()),
                 opt_str(gcs_uri.as_ref()),
             )
@@ -289,66 +296,69 @@ impl JobManager {
     fn mark_job_as_failed(
         &self,
         py: Python<'_>,
-        job_id: i64,
+        job_id: Count,
         error_message: Option<Text>,
     ) -> PyResult<bool> {
-        Ok(py.detach(|| jobs::mark_failed(&self.pool, job_id, opt_str(error_message.as_ref())))?)
+        Ok(py.detach(|| jobs::mark_failed(&self.pool, job_id.0, opt_str(error_message.as_ref())))?)
     }
 
-    fn mark_job_as_awaiting_retry(&self, py: Python<'_>, job_id: i64) -> PyResult<bool> {
-        Ok(py.detach(|| jobs::mark_awaiting_retry(&self.pool, job_id))?)
+    fn mark_job_as_awaiting_retry(&self, py: Python<'_>, job_id: Count) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::mark_awaiting_retry(&self.pool, job_id.0))?)
     }
 
     fn mark_job_as_generation_successful(
         &self,
         py: Python<'_>,
-        job_id: i64,
+        job_id: Count,
         gcs_uri: Text,
     ) -> PyResult<bool> {
-        Ok(py.detach(|| jobs::mark_generation_successful(&self.pool, job_id, gcs_uri.as_str()))?)
+        Ok(py.detach(|| jobs::mark_generation_successful(&self.pool, job_id.0, gcs_uri.as_str()))?)
     }
 
     fn update_job_operation_info(
         &self,
         py: Python<'_>,
-        job_id: i64,
+        job_id: Count,
         operation_id: Text,
     ) -> PyResult<bool> {
-        Ok(py.detach(|| jobs::update_operation_id(&self.pool, job_id, operation_id.as_str()))?)
+        Ok(py.detach(|| jobs::update_operation_id(&self.pool, job_id.0, operation_id.as_str()))?)
     }
 
-    fn get_job_operation_id(&self, py: Python<'_>, job_id: i64) -> PyResult<Option<String>> {
-        Ok(py.detach(|| jobs::get_operation_id(&self.pool, job_id))?)
+    fn get_job_operation_id(&self, py: Python<'_>, job_id: Count) -> PyResult<Option<String>> {
+        Ok(py.detach(|| jobs::get_operation_id(&self.pool, job_id.0))?)
     }
 
-    fn update_job_gcs_uri(&self, py: Python<'_>, job_id: i64, gcs_uri: Text) -> PyResult<bool> {
-        Ok(py.detach(|| jobs::update_gcs_uri(&self.pool, job_id, gcs_uri.as_str()))?)
+    fn update_job_gcs_uri(&self, py: Python<'_>, job_id: Count, gcs_uri: Text) -> PyResult<bool> {
+        Ok(py.detach(|| jobs::update_gcs_uri(&self.pool, job_id.0, gcs_uri.as_str()))?)
     }
 
     fn get_job_by_id<'py>(
         &self,
         py: Python<'py>,
-        job_id: i64,
+        job_id: Count,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let job = py.detach(|| jobs::get_job_by_id(&self.pool, job_id))?;
+        let job = py.detach(|| jobs::get_job_by_id(&self.pool, job_id.0))?;
         job.map(|j| job_dict(py, &j)).transpose()
     }
 
-    #[pyo3(signature = (job_id, remote_url, local_path, file_type, priority=0))]
+    #[pyo3(signature = (job_id, remote_url, local_path, file_type, priority=Count(0)))]
     fn add_download_task(
         &self,
         py: Python<'_>,
-        job_id: i64,
+        job_id: Count,
         remote_url: Text,
         local_path: Text,
         file_type: Text,
-        priority: i32,
+        priority: Count,
     ) -> PyResult<i32> {
         let ft = FileType::parse(file_type.as_str())?;
+        let priority = i32::try_from(priority.0).map_err(|_| {
+            crate::errors::Error::invalid(format!("priority {} is out of range", priority.0))
+        })?;
         Ok(py.detach(|| {
             downloads::add_download_task(
                 &self.pool,
-                job_id,
+                job_id.0,
                 remote_url.as_str(),
                 local_path.as_str(),
                 ft,
@@ -357,18 +367,18 @@ impl JobManager {
         })?)
     }
 
-    #[pyo3(signature = (limit=10, file_type=None))]
+    #[pyo3(signature = (limit=Count(10), file_type=None))]
     fn get_pending_downloads<'py>(
         &self,
         py: Python<'py>,
-        limit: i64,
+        limit: Count,
         file_type: Option<Text>,
     ) -> PyResult<Bound<'py, PyList>> {
         let ft = file_type
             .as_ref()
             .map(|t| FileType::parse(t.as_str()))
             .transpose()?;
-        let rows = py.detach(|| downloads::get_pending_downloads(&self.pool, limit, ft))?;
+        let rows = py.detach(|| downloads::get_pending_downloads(&self.pool, limit.0, ft))?;
         let list = PyList::empty(py);
         for row in &rows {
             list.append(download_dict(py, row)?)?;
@@ -380,19 +390,19 @@ impl JobManager {
     fn update_download_status(
         &self,
         py: Python<'_>,
-        download_id: i64,
+        download_id: Count,
         status: Text,
         error_message: Option<Text>,
-        file_size: Option<i64>,
+        file_size: Option<Count>,
     ) -> PyResult<bool> {
         let st = DownloadStatus::parse(status.as_str())?;
         Ok(py.detach(|| {
             downloads::update_download_status(
                 &self.pool,
-                download_id,
+                download_id.0,
                 st,
                 opt_str(error_message.as_ref()),
-                file_size,
+                file_size.map(|c| c.0),
             )
         })?)
     }
@@ -532,8 +542,15 @@ impl JobManager {
             .into())
     }
 
-    #[pyo3(signature = (days=7))]
-    fn cleanup_old_downloads(&self, py: Python<'_>, days: i64) -> PyResult<u64> {
+    #[pyo3(signature = (days=Count(7)))]
+    fn cleanup_old_downloads(&self, py: Python<'_>, days: Count) -> PyResult<u64> {
+        let days = days.0;
+        if days > 36_500 {
+            return Err(crate::errors::Error::invalid(format!(
+                "days must be at most 36500 (a century), got {days}"
+            ))
+            .into());
+        }
         Ok(py.detach(|| downloads::cleanup_old_downloads(&self.pool, days))?)
     }
 }

@@ -414,3 +414,24 @@ def test_generated_columns_and_more_builtin_types_back_up(
         "SELECT span::text, flag::text, doc::text, r::text, p::text, n::text, prompt_upper FROM jobs"
     ).fetchall()
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda jm: jm.get_job_by_id(2**64),
+        lambda jm: jm.mark_job_as_completed(2**64),
+        lambda jm: jm.cleanup_old_downloads(days=2**64),
+        lambda jm: jm.cleanup_old_downloads(days=10**9),
+        lambda jm: jm.get_pending_downloads(limit=2**64),
+        lambda jm: jm.reset_stuck_jobs(older_than_seconds=2**62),
+        lambda jm: jm.reset_stuck_jobs(older_than_seconds=float("nan")),
+        lambda jm: jm.add_download_task(1, "gs://b/x", "/x", "image", priority=2**40),
+        lambda jm: jm.update_download_status(2**70, "completed"),
+    ],
+)
+def test_numbers_out_of_range_are_invalid_arguments(jm: JobManager, call) -> None:  # type: ignore[no-untyped-def]
+    from job_manager import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError):
+        call(jm)
