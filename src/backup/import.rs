@@ -89,15 +89,7 @@ pub fn import_jobs(
     pool.run_long(|c| schema::init_database(c.client(), InitOptions::default()))?;
     let (added, skipped, remapped, safety_backup) =
         pool.run_long(|c| merge(c.client(), &file, auth, &verified, safety_dir))?;
-    pool.run_long(|c| {
-        crate::maintenance::analyze_after_load(
-            c.client(),
-            &[
-                "jobs (job_type, status, created_at, updated_at)",
-                "download_queue (status, file_type, priority, created_at, completed_at)",
-            ],
-        )
-    })?;
+    super::analyze_loaded(pool)?;
     let duration_s = started.elapsed().as_secs_f64();
     log::info!(
         "imported {} (merge) in {duration_s:.1}s: added {added:?}, skipped {skipped:?}, \

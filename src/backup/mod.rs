@@ -318,6 +318,20 @@ pub fn backup_database(
     })
 }
 
+/// After a restore or an import, many rows are new: give the planner statistics now, not at
+/// autovacuum's next visit.
+fn analyze_loaded(pool: &LazyPool) -> Result<()> {
+    pool.run_long(|c| {
+        crate::maintenance::analyze_after_load(
+            c.client(),
+            &[
+                "jobs (job_type, status, created_at, updated_at)",
+                "download_queue (status, file_type, priority, created_at, completed_at)",
+            ],
+        )
+    })
+}
+
 /// Whether `jobs` and `download_queue` exist (a fresh database has neither).
 fn owned_tables_exist(client: &mut postgres::Client) -> Result<bool> {
     Ok(client
@@ -421,16 +435,7 @@ pub fn restore_database(
             restore::restore_staged(c.client(), &file, auth, &verified, safety_dir)
         }
     })?;
-    // Every row is new: give the planner statistics now, not at autovacuum's next visit.
-    pool.run_long(|c| {
-        crate::maintenance::analyze_after_load(
-            c.client(),
-            &[
-                "jobs (job_type, status, created_at, updated_at)",
-                "download_queue (status, file_type, priority, created_at, completed_at)",
-            ],
-        )
-    })?;
+    analyze_loaded(pool)?;
     let duration_s = started.elapsed().as_secs_f64();
     log::info!(
         "restored {} ({}) in {duration_s:.1}s",

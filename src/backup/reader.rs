@@ -1189,9 +1189,14 @@ impl Reader {
                  statements): there is nothing to restore from it",
             ));
         }
+        self.end_unsigned(Kind::PgDump)
+    }
+
+    /// The end of a file that carries no signature (a pg_dump, a CSV).
+    fn end_unsigned(&mut self, kind: Kind) -> Result<Event> {
         self.check_signature(false, false)?;
         self.ended = Some(Verified {
-            kind: Kind::PgDump,
+            kind,
             header: Header::default(),
             sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
             rows: std::mem::take(&mut self.rows),
@@ -1232,7 +1237,7 @@ impl Reader {
                     self.csv().copy_ended = true;
                     return Ok(Event::CopyEnd);
                 }
-                return self.end_csv();
+                return self.end_unsigned(Kind::Csv);
             }
             let line = std::str::from_utf8(&self.lines.buf)
                 .map_err(|_| self.refuse("the line is not UTF-8 text".into()))?
@@ -1276,21 +1281,6 @@ impl Reader {
                 }
             }
         }
-    }
-
-    fn end_csv(&mut self) -> Result<Event> {
-        self.check_signature(false, false)?;
-        self.ended = Some(Verified {
-            kind: Kind::Csv,
-            header: Header::default(),
-            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
-            rows: std::mem::take(&mut self.rows),
-            compression: self.compression,
-            signed: false,
-            authenticated: false,
-            inferred: self.inferred(),
-        });
-        Ok(Event::End)
     }
 }
 
