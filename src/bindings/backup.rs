@@ -225,7 +225,7 @@ pub fn verify_backup(py: Python<'_>, path: PathBuf) -> PyResult<BackupInfo> {
 
 /// Every file in `backup_dir` named like a backup, newest first; `verified` says which pass.
 #[pyfunction]
-#[pyo3(signature = (backup_dir=PathBuf::from("backups")))]
+#[pyo3(signature = (backup_dir=PathBuf::from("backups")), text_signature = "(backup_dir='backups')")]
 pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupInfo>> {
     let auth = backup::Auth::from_env()?;
     let list = py.detach(|| backup::list_backups(&backup_dir, &auth))?;
@@ -235,7 +235,7 @@ pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupI
 /// Keeps the newest `keep` backups that verify and deletes older ones; returns the deleted
 /// paths. Never touches a file not named like a backup.
 #[pyfunction]
-#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=super::convert::Count(10)))]
+#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=super::convert::Count(10)), text_signature = "(backup_dir='backups', keep=10)")]
 pub fn cleanup_old_backups(
     py: Python<'_>,
     backup_dir: PathBuf,

@@ -58,7 +58,7 @@ impl CleanupReport {
 /// symlink, never deletes `log_dir` or a directory that still holds a file; refuses `/` and a
 /// directory that is not a log folder; `dry_run` deletes nothing and reports the same.
 #[pyfunction]
-#[pyo3(signature = (log_dir, max_age_days=None, *, patterns=vec!["*.log".to_owned()], dry_run=false, remove_empty_dirs=true))]
+#[pyo3(signature = (log_dir, max_age_days=None, *, patterns=vec!["*.log".to_owned()], dry_run=false, remove_empty_dirs=true), text_signature = "(log_dir, max_age_days=None, *, patterns=['*.log'], dry_run=False, remove_empty_dirs=True)")]
 pub fn cleanup_old_logs(
     py: Python<'_>,
     log_dir: PathBuf,

@@ -149,31 +149,37 @@ impl JobManager {
     }
 
     #[getter]
+    /// The most connections this JobManager's pool opens.
     fn pool_size(&self) -> u32 {
         self.pool.settings().pool_size()
     }
 
     #[getter]
+    /// Seconds a new connection may take (login included) before DatabaseUnavailableError.
     fn connect_timeout(&self) -> f64 {
         self.pool.settings().connect_timeout().as_secs_f64()
     }
 
     #[getter]
+    /// Seconds an ordinary call may wait for a silent server before DatabaseUnavailableError.
     fn io_timeout(&self) -> f64 {
         self.pool.settings().io_timeout().as_secs_f64()
     }
 
     #[getter]
+    /// Seconds a backup, restore or import may wait for a silent server (data flowing keeps it alive).
     fn long_io_timeout(&self) -> f64 {
         self.pool.settings().long_io_timeout().as_secs_f64()
     }
 
     #[getter]
+    /// The TLS mode in force, as libpq names it (disable, allow, prefer, require, verify-ca, verify-full).
     fn sslmode(&self) -> &'static str {
         self.pool.settings().tls().mode.as_str()
     }
 
     #[getter]
+    /// Whether named prepared statements are used (False behind PgBouncer in transaction pooling).
     fn prepared_statements(&self) -> bool {
         self.pool.settings().prepared_statements()
     }
@@ -193,16 +199,23 @@ impl JobManager {
         py.detach(|| self.pool.close());
     }
 
+    /// The pool's state: whether it is open, its size, connections idle and in use.
     fn pool_status(&self) -> PoolStatus {
         self.pool.state().into()
     }
 
-    #[pyo3(signature = (table_name=Text("jobs".to_owned())))]
+    #[pyo3(signature = (table_name=Text("jobs".to_owned())), text_signature = "($self, table_name='jobs')")]
+    /// Whether the table exists in the current schema (the name is a query parameter).
     fn check_table_exists(&self, py: Python<'_>, table_name: Text) -> PyResult<bool> {
         Ok(py.detach(|| schema::table_exists(&self.pool, table_name.as_str()))?)
     }
 
     #[pyo3(signature = (*, lock_timeout=5.0))]
+    /// Apply the missing migrations and return their labels (``[]`` when current).
+    ///
+    /// Additive only: never drops a table, a column or a row. Safe to call from many processes
+    /// at once (an advisory lock serialises them). DDL waits at most ``lock_timeout`` seconds
+    /// for a table lock, then raises :class:`SchemaError`.
     fn init_database(&self, py: Python<'_>, lock_timeout: f64) -> PyResult<Vec<String>> {
         let options = InitOptions {
             lock_timeout: super::convert::seconds_arg("lock_timeout", lock_timeout, 86_400.0)?,
@@ -214,26 +227,32 @@ impl JobManager {
         })?)
     }
 
+    /// Labels of the migrations ``init_database`` would apply now.
     fn pending_migrations(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         Ok(py.detach(|| self.pool.run(|c| schema::pending(c.client())))?)
     }
 
+    /// Queue a job; return its id, or the id of the job that already has this prompt.
     fn add_job(&self, py: Python<'_>, prompt_text: Text, job_type: Text) -> PyResult<i32> {
         let t = self::job_type(&job_type)?;
         Ok(py.detach(|| jobs::add_job(&self.pool, prompt_text.as_str(), t))?)
     }
 
+    /// Queue many jobs with COPY; return how many were new (prompts already queued, and
+    /// repeats in ``prompts``, are skipped). All or nothing.
     fn add_jobs(&self, py: Python<'_>, prompts: Vec<Text>, job_type: Text) -> PyResult<u64> {
         let t = self::job_type(&job_type)?;
         let prompts = texts(&prompts);
         Ok(py.detach(|| jobs::add_jobs(&self.pool, &prompts, t))?)
     }
 
+    /// Queue IMAGE_TEST jobs; return how many of the prompts are now queued as IMAGE_TEST.
     fn add_test_jobs(&self, py: Python<'_>, prompts: Vec<Text>) -> PyResult<u64> {
         let prompts = texts(&prompts);
         Ok(py.detach(|| jobs::add_test_jobs(&self.pool, &prompts))?)
     }
 
+    /// Print the job counts per type and status in the old format.
     fn show_stats(&self, py: Python<'_>) -> PyResult<()> {
         let stats = py.detach(|| stats::get_job_stats(&self.pool))?;
         let text = stats::format_stats(&stats);
@@ -241,12 +260,14 @@ impl JobManager {
         Ok(())
     }
 
+    /// ``{job_type: {status: count}}``.
     fn get_job_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = py.detach(|| stats::get_job_stats(&self.pool))?;
         job_stats_dict(py, &stats)
     }
 
     #[pyo3(signature = (job_type=None, older_than_seconds=3600.0))]
+    /// Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``.
     fn reset_stuck_jobs(
         &self,
         py: Python<'_>,
@@ -264,6 +285,12 @@ impl JobManager {
         Ok(py.detach(|| jobs::reset_stuck_jobs(&self.pool, t, older_than_seconds))?)
     }
 
+    /// Claim the oldest pending job of a type (it becomes ``processing``); each job is
+    /// claimed by exactly one caller, however many workers. ``None`` when none is pending.
+    ///
+    /// Repeated claims on one JobManager continue after its previous claim (skipping the
+    /// index entries of claimed jobs); a job re-queued behind that point is claimed when the
+    /// jobs after it run out, or within 1,000 claims.
     fn get_and_lock_job<'py>(
         &self,
         py: Python<'py>,
@@ -275,6 +302,7 @@ impl JobManager {
     }
 
     #[pyo3(signature = (job_id, local_path=None, gcs_uri=None))]
+    /// Mark completed, setting the paths given. ``False`` when the job does not exist.
     fn mark_job_as_completed(
         &self,
         py: Python<'_>,
@@ -293,6 +321,7 @@ impl JobManager {
     }
 
     #[pyo3(signature = (job_id, error_message=None))]
+    /// Mark failed and store ``error_message``. ``False`` when the job does not exist.
     fn mark_job_as_failed(
         &self,
         py: Python<'_>,
@@ -302,10 +331,12 @@ impl JobManager {
         Ok(py.detach(|| jobs::mark_failed(&self.pool, job_id.0, opt_str(error_message.as_ref())))?)
     }
 
+    /// Marks a job awaiting_retry. Returns False (and logs a warning) when no job has this id.
     fn mark_job_as_awaiting_retry(&self, py: Python<'_>, job_id: Count) -> PyResult<bool> {
         Ok(py.detach(|| jobs::mark_awaiting_retry(&self.pool, job_id.0))?)
     }
 
+    /// Marks a job generation_successful with its gcs_uri. Returns False (and logs a warning) when no job has this id.
     fn mark_job_as_generation_successful(
         &self,
         py: Python<'_>,
@@ -315,6 +346,7 @@ impl JobManager {
         Ok(py.detach(|| jobs::mark_generation_successful(&self.pool, job_id.0, gcs_uri.as_str()))?)
     }
 
+    /// Records the operation id of a job's generation. Returns False when no job has this id.
     fn update_job_operation_info(
         &self,
         py: Python<'_>,
@@ -324,14 +356,17 @@ impl JobManager {
         Ok(py.detach(|| jobs::update_operation_id(&self.pool, job_id.0, operation_id.as_str()))?)
     }
 
+    /// The job's operation_id, or None when it has none or the job does not exist.
     fn get_job_operation_id(&self, py: Python<'_>, job_id: Count) -> PyResult<Option<String>> {
         Ok(py.detach(|| jobs::get_operation_id(&self.pool, job_id.0))?)
     }
 
+    /// Records where a job's output was stored. Returns False when no job has this id.
     fn update_job_gcs_uri(&self, py: Python<'_>, job_id: Count, gcs_uri: Text) -> PyResult<bool> {
         Ok(py.detach(|| jobs::update_gcs_uri(&self.pool, job_id.0, gcs_uri.as_str()))?)
     }
 
+    /// The job with this id as a dict (every column), or None when there is none.
     fn get_job_by_id<'py>(
         &self,
         py: Python<'py>,
@@ -341,7 +376,8 @@ impl JobManager {
         job.map(|j| job_dict(py, &j)).transpose()
     }
 
-    #[pyo3(signature = (job_id, remote_url, local_path, file_type, priority=Count(0)))]
+    #[pyo3(signature = (job_id, remote_url, local_path, file_type, priority=Count(0)), text_signature = "($self, job_id, remote_url, local_path, file_type, priority=0)")]
+    /// Queue a download for an existing job; return the new download's id.
     fn add_download_task(
         &self,
         py: Python<'_>,
@@ -367,7 +403,8 @@ impl JobManager {
         })?)
     }
 
-    #[pyo3(signature = (limit=Count(10), file_type=None))]
+    #[pyo3(signature = (limit=Count(10), file_type=None), text_signature = "($self, limit=10, file_type=None)")]
+    /// Pending downloads with attempts left, highest priority first, then oldest.
     fn get_pending_downloads<'py>(
         &self,
         py: Python<'py>,
@@ -387,6 +424,8 @@ impl JobManager {
     }
 
     #[pyo3(signature = (download_id, status, error_message=None, file_size=None))]
+    /// Move a download to ``status``; ``completed`` also completes its job, atomically.
+    /// ``False`` when the download does not exist.
     fn update_download_status(
         &self,
         py: Python<'_>,
@@ -407,6 +446,7 @@ impl JobManager {
         })?)
     }
 
+    /// The download queue by status and file type, with totals (sizes as int).
     fn get_download_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = py.detach(|| downloads::get_download_stats(&self.pool))?;
         download_stats_dict(py, &stats)
@@ -453,7 +493,7 @@ impl JobManager {
     }
 
     /// Backs up the owned tables to `backup_dir`, then keeps the newest `keep` (None: all).
-    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=None))]
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=None), text_signature = "($self, backup_dir='backups', *, keep=10, compress=False)")]
     fn backup_database(
         &self,
         py: Python<'_>,
@@ -473,7 +513,7 @@ impl JobManager {
 
     /// A whole-database `pg_dump` into `backup_dir` (the old behaviour), written atomically,
     /// checked complete, then rotated to `keep`.
-    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), pg_dump=None))]
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), pg_dump=None), text_signature = "($self, backup_dir='backups', *, keep=10, pg_dump=None)")]
     fn dump_database(
         &self,
         py: Python<'_>,
@@ -490,7 +530,7 @@ impl JobManager {
     /// Restores a backup (or a plain pg_dump of the replaced system) in one transaction,
     /// after verifying it and taking a safety backup of the current rows into `backup_dir`.
     /// With a backup key configured, an unsigned file is refused unless `allow_unsigned`.
-    #[pyo3(signature = (path, *, safety_backup=true, backup_dir=std::path::PathBuf::from("backups"), allow_unsigned=false))]
+    #[pyo3(signature = (path, *, safety_backup=true, backup_dir=std::path::PathBuf::from("backups"), allow_unsigned=false), text_signature = "($self, path, *, safety_backup=True, backup_dir='backups', allow_unsigned=False)")]
     fn restore_database(
         &self,
         py: Python<'_>,
@@ -512,7 +552,7 @@ impl JobManager {
     /// Imports a backup, a pg_dump (COPY or INSERT statements) or a CSV export of jobs:
     /// `mode="merge"` adds the jobs whose prompts are not present (new ids where taken, their
     /// downloads re-pointed) and leaves existing rows alone; `mode="replace"` is a restore.
-    #[pyo3(signature = (path, *, mode="merge", safety_backup=true, backup_dir=std::path::PathBuf::from("backups"), allow_unsigned=false))]
+    #[pyo3(signature = (path, *, mode="merge", safety_backup=true, backup_dir=std::path::PathBuf::from("backups"), allow_unsigned=false), text_signature = "($self, path, *, mode='merge', safety_backup=True, backup_dir='backups', allow_unsigned=False)")]
     fn import_jobs(
         &self,
         py: Python<'_>,
@@ -542,7 +582,8 @@ impl JobManager {
             .into())
     }
 
-    #[pyo3(signature = (days=Count(7)))]
+    #[pyo3(signature = (days=Count(7)), text_signature = "($self, days=7)")]
+    /// Delete completed downloads older than ``days``; return how many.
     fn cleanup_old_downloads(&self, py: Python<'_>, days: Count) -> PyResult<u64> {
         let days = days.0;
         if days > 36_500 {
