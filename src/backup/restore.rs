@@ -327,7 +327,7 @@ pub fn restore_ours(
     tx.batch_execute(TRUNCATE_SQL)
         .context("emptying the owned tables")?;
     let indexes = set_aside_indexes(&mut tx)?;
-    let mut reader = file.reader(auth)?;
+    let mut reader = file.reader_for_load(auth)?;
     let mut rows = BTreeMap::new();
     loop {
         match reader.next_event()? {
@@ -449,7 +449,7 @@ pub(super) fn stage_file(
     auth: &Auth,
     v: &Verified,
 ) -> Result<(Staged, BTreeMap<&'static str, i64>)> {
-    let mut reader = file.reader(auth)?;
+    let mut reader = file.reader_for_load(auth)?;
     let mut staged = Staged::new();
     loop {
         match reader.next_event()? {
