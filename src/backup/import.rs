@@ -110,6 +110,43 @@ pub fn import_jobs(
 
 type Counts = BTreeMap<String, u64>;
 
+/// What a merge added, skipped and gave new ids, per table.
+#[derive(Default)]
+struct Tally {
+    added: Counts,
+    skipped: Counts,
+    remapped: Counts,
+}
+
+impl Tally {
+    /// Inserts a table's staged rows through its id map (`jm_job_map`, `jm_download_map`)
+    /// and counts what happened to the `staged` rows.
+    fn load(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        table: &str,
+        cols: &[Ident],
+        staged: u64,
+        what: &str,
+    ) -> Result<()> {
+        let map = if table == "jobs" {
+            "jm_job_map"
+        } else {
+            "jm_download_map"
+        };
+        let n = insert_mapped(tx, table, cols, map, what)?;
+        let remapped = count(
+            tx,
+            &format!("SELECT count(*) FROM {map} WHERE old_id IS DISTINCT FROM new_id"),
+            what,
+        )?;
+        self.added.insert(table.into(), n);
+        self.skipped.insert(table.into(), staged - n);
+        self.remapped.insert(table.into(), remapped);
+        Ok(())
+    }
+}
+
 fn merge(
     client: &mut Client,
     file: &BackupFile,
@@ -120,7 +157,6 @@ fn merge(
     let mut tx = restore::begin(client, false)?;
     let safety = restore::safety_backup(&mut tx, safety_dir, auth)?;
     let (staged, _sequences) = restore::stage_file(&mut tx, file, auth, v)?;
-    let (mut added, mut skipped, mut remapped) = (Counts::new(), Counts::new(), Counts::new());
     let Some(job_cols) = staged.get("jobs") else {
         return Err(Error::Backup("the file holds no rows for jobs".into()));
     };
@@ -155,17 +191,8 @@ fn merge(
          FROM decided"
     ))
     .context(what)?;
-    let n = insert_mapped(&mut tx, "jobs", job_cols, "jm_job_map", what)?;
-    added.insert("jobs".into(), n);
-    skipped.insert("jobs".into(), staged_jobs - n);
-    remapped.insert(
-        "jobs".into(),
-        count(
-            &mut tx,
-            "SELECT count(*) FROM jm_job_map WHERE old_id IS DISTINCT FROM new_id",
-            what,
-        )?,
-    );
+    let mut tally = Tally::default();
+    tally.load(&mut tx, "jobs", job_cols, staged_jobs, what)?;
     if let Some(dl_cols) = staged.get("download_queue") {
         let what = "merging the file's downloads";
         let staged_dls = count(
@@ -199,17 +226,7 @@ fn merge(
              FROM decided"
         ))
         .context(what)?;
-        let n = insert_mapped(&mut tx, "download_queue", dl_cols, "jm_download_map", what)?;
-        added.insert("download_queue".into(), n);
-        skipped.insert("download_queue".into(), staged_dls - n);
-        remapped.insert(
-            "download_queue".into(),
-            count(
-                &mut tx,
-                "SELECT count(*) FROM jm_download_map WHERE old_id IS DISTINCT FROM new_id",
-                what,
-            )?,
-        );
+        tally.load(&mut tx, "download_queue", dl_cols, staged_dls, what)?;
     }
     // Never backwards: ids drawn before stay drawn (a deleted job's id is not handed out again).
     for table in ["jobs", "download_queue"] {
@@ -218,7 +235,7 @@ fn merge(
             .context("setting the id sequences")?;
     }
     tx.commit().context("committing the import")?;
-    Ok((added, skipped, remapped, safety))
+    Ok((tally.added, tally.skipped, tally.remapped, safety))
 }
 
 /// The largest id in the table, in its sequence's past and (with `staged`) in the file.
