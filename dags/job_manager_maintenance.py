@@ -4,9 +4,11 @@
 Every day at 03:30 UTC (once the DAG is unpaused: DAGs start paused): put jobs stuck in
 `processing` back to `pending`, delete completed downloads older than `download_days`, delete
 Airflow task logs older than `log_days` under the base log folder (and directories left empty
-that are as old), ANALYZE job_manager's tables, and finish with a health report: pushed to XCom,
-with each problem logged as a warning. With `dry_run`, nothing is changed or deleted: the
-report says what would be. XCom carries counts and a sample of at most 100 paths.
+that are as old), VACUUM (ANALYZE) each of job_manager's tables whose dead rows pass the health
+report's threshold (more than `max_dead_ratio` of its rows and at least `min_dead_tuples`) and
+ANALYZE the others, and finish with a health report (same thresholds): pushed to XCom, each
+problem logged once as a warning. With `dry_run`, nothing is changed or deleted: each step
+returns what the real run would do now. XCom carries counts and a sample of at most 100 paths.
 
 `check_params` runs first and fails the run before anything is touched unless, whatever a
 run's conf says:
@@ -30,6 +32,9 @@ from airflow.sdk import Param, dag, task
 log = logging.getLogger(__name__)
 MIN_STUCK_S, MIN_DOWNLOAD_DAYS, MIN_LOG_DAYS = 300, 1, 1
 MAX_DAYS = 36_500
+# The health report's defaults: a table over both wants VACUUM.
+MAX_DEAD_RATIO, MIN_DEAD_TUPLES = 0.2, 1000
+OWNED_TABLES = ("jobs", "download_queue", "job_manager_schema_history")
 
 
 def checked(params) -> dict:
@@ -63,6 +68,8 @@ def checked(params) -> dict:
         "backup_dir": str(
             confined_path(params.get("backup_dir") or backups, backups, "backup_dir")
         ),
+        "max_dead_ratio": at_least(params, "max_dead_ratio", 0, 1),
+        "min_dead_tuples": whole(params, "min_dead_tuples", 0, 2**62),
         "dry_run": boolean(params, "dry_run"),
     }
 
@@ -82,6 +89,8 @@ def checked(params) -> dict:
         "log_days": Param(7, type="number", minimum=MIN_LOG_DAYS, maximum=MAX_DAYS),
         "log_dir": Param("", type="string", description="empty: Airflow's base log folder"),
         "backup_dir": Param("", type="string", description="empty: $JOB_MANAGER_BACKUP_DIR"),
+        "max_dead_ratio": Param(MAX_DEAD_RATIO, type="number", minimum=0, maximum=1),
+        "min_dead_tuples": Param(MIN_DEAD_TUPLES, type="integer", minimum=0),
         "dry_run": Param(False, type="boolean"),
     },
 )
@@ -98,12 +107,10 @@ def job_manager_maintenance():
         from job_manager.airflow import manager_for
 
         p = checked(params)
-        if p["dry_run"]:
-            log.info("dry run: not resetting stuck jobs")
-            return 0
         with manager_for(p) as jm:
-            n = jm.reset_stuck_jobs(older_than_seconds=p["stuck_after_s"])
-        log.info("reset %d jobs stuck in processing for more than %ss", n, p["stuck_after_s"])
+            n = jm.reset_stuck_jobs(older_than_seconds=p["stuck_after_s"], dry_run=p["dry_run"])
+        verb = "would reset (dry run)" if p["dry_run"] else "reset"
+        log.info("%s %d jobs stuck in processing for more than %ss", verb, n, p["stuck_after_s"])
         return n
 
     @task
@@ -111,12 +118,10 @@ def job_manager_maintenance():
         from job_manager.airflow import manager_for
 
         p = checked(params)
-        if p["dry_run"]:
-            log.info("dry run: not deleting old downloads")
-            return 0
         with manager_for(p) as jm:
-            n = jm.cleanup_old_downloads(p["download_days"])
-        log.info("deleted %d completed downloads older than %d days", n, p["download_days"])
+            n = jm.cleanup_old_downloads(p["download_days"], dry_run=p["dry_run"])
+        verb = "would delete (dry run)" if p["dry_run"] else "deleted"
+        log.info("%s %d completed downloads older than %d days", verb, n, p["download_days"])
         return n
 
     @task
@@ -132,11 +137,23 @@ def job_manager_maintenance():
         return report.to_dict()
 
     @task
-    def analyze(_checked: dict, params=None) -> list[str]:
+    def vacuum_or_analyze(_checked: dict, params=None) -> dict:
+        """VACUUM (ANALYZE) the tables the health report would flag for dead rows, ANALYZE
+        the rest: ``{"vacuumed": [...], "analyzed": [...]}``."""
         from job_manager.airflow import manager_for
 
-        with manager_for(checked(params)) as jm:
-            return jm.analyze_tables()
+        p = checked(params)
+        with manager_for(p) as jm:
+            bloated = [
+                t["table"]
+                for t in jm.table_stats()
+                if t["dead_tuples"] >= p["min_dead_tuples"]
+                and t["dead_tuples"] > p["max_dead_ratio"] * (t["live_tuples"] + t["dead_tuples"])
+            ]
+            vacuumed = jm.vacuum_tables(tables=bloated, dry_run=p["dry_run"]) if bloated else []
+            others = [t for t in OWNED_TABLES if t not in vacuumed]
+            analyzed = jm.analyze_tables(tables=others, dry_run=p["dry_run"])
+        return {"vacuumed": vacuumed, "analyzed": analyzed}
 
     @task
     def health_report(*_done, params=None) -> dict:
@@ -145,15 +162,25 @@ def job_manager_maintenance():
 
         p = checked(params)
         with manager_for(p) as jm:
-            report = jm.health_report(p["backup_dir"])
-        for problem in report["problems"]:
-            log.warning("health: %s", problem)
-        if not report["problems"]:
-            log.info("health: no problems")
+            report = jm.health_report(
+                p["backup_dir"],
+                thresholds={
+                    "stuck_after_s": p["stuck_after_s"],
+                    "max_dead_ratio": p["max_dead_ratio"],
+                    "min_dead_tuples": p["min_dead_tuples"],
+                },
+            )
+        # job_manager's logger has warned of each problem once ("health: ..."); say no more.
+        log.info("health: %d problem(s)", len(report["problems"]))
         return report
 
     ok = check_params()
-    steps = [reset_stuck_jobs(ok), cleanup_old_downloads(ok), cleanup_logs(ok), analyze(ok)]
+    steps = [
+        reset_stuck_jobs(ok),
+        cleanup_old_downloads(ok),
+        cleanup_logs(ok),
+        vacuum_or_analyze(ok),
+    ]
     health_report(*steps)
 
 

@@ -2,6 +2,11 @@
 ### job_queue_example: how a team uses the queue (on a scratch database)
 
 1. `produce` adds one job per line of a prompts file (`add_jobs`, one round trip per batch).
+   With `unique_per_run` (the default), each prompt gets the run's id appended
+   (`a red fox · run manual__2026-11-24T10:00:00+00:00`), so every run queues and processes
+   new jobs: prompts are unique in the queue, and a second run of the same file would
+   otherwise find them all done and queue nothing. Turn it off to queue the file's prompts as
+   they are (those already queued are skipped and reported).
 2. `work` runs as several mapped task instances at once (dynamic task mapping). Each claims
    jobs with `get_and_lock_job` (`FOR UPDATE SKIP LOCKED`: every job goes to exactly one
    worker), does stand-in work (writes a small file; no external API), and marks each job
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 EXAMPLE_CONN_ID = "job_queue_example_db"
 FAILURE = "stand-in failure: the prompt asked for it"
+#: Between a prompt and the run id that `unique_per_run` appends to it.
+RUN_MARK = " · run "
 
 
 def allowed() -> list[str]:
@@ -87,19 +94,29 @@ def manager(p: dict, **kwargs):
         "job_type": Param("IMAGE_TEST", enum=["IMAGE_TEST", "VIDEO_PROD"]),
         "workers": Param(3, type="integer", minimum=1, maximum=32),
         "output_dir": Param("", type="string", description="empty: $JOB_MANAGER_OUTPUT_DIR/..."),
+        "unique_per_run": Param(
+            True,
+            type="boolean",
+            description="append ' · run RUN_ID' to each prompt, so every run queues new jobs",
+        ),
     },
 )
 def job_queue_example():
     @task
-    def produce(params=None) -> list[int]:
+    def produce(params=None, run_id=None) -> list[int]:
         """Queues the prompts; returns one slot per worker for the mapped consumers."""
-        from job_manager.airflow import prompts_root, read_prompts
+        from job_manager.airflow import boolean, prompts_root, read_prompts
 
         p = checked(params)
         prompts = read_prompts(params.get("prompts_file"), prompts_root(HERE))
+        if boolean(params, "unique_per_run"):
+            prompts = [f"{prompt}{RUN_MARK}{run_id}" for prompt in prompts]
         with manager(p) as jm:
             jm.init_database()
             added = jm.add_jobs(prompts, p["job_type"])
+            if added < len(set(prompts)):
+                queued = jm.queued_job_types(prompts)
+                log.info("already queued (skipped): %s", queued)
         log.info("queued %d new jobs (%d prompts)", added, len(prompts))
         return list(range(p["workers"]))
 
@@ -117,7 +134,8 @@ def job_queue_example():
             with manager(p, pool_size=1) as jm:
                 while (job := jm.get_and_lock_job(p["job_type"])) is not None:
                     claimed.append(job["id"])
-                    if "fail" in job["prompt_text"].lower():
+                    prompt = job["prompt_text"].split(RUN_MARK, 1)[0]
+                    if "fail" in prompt.lower():
                         jm.mark_job_as_failed(job["id"], FAILURE)
                         continue
                     name = f"job_{job['id']}.txt"

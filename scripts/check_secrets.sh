@@ -6,7 +6,7 @@
 #   bash scripts/check_secrets.sh        # reads the variables from the environment
 #
 # Exits 1 naming every variable that is empty, a placeholder, a well-known default, shorter
-# than 16 characters, or (for passwords that go into URLs) not URL-safe; 0 when all are fine.
+# than 16 characters (the JWT secret: 64 bytes), or (for passwords that go into URLs) not URL-safe; 0 when all are fine.
 set -uo pipefail
 failed=0
 refuse() {
@@ -36,6 +36,11 @@ for name in POSTGRES_PASSWORD JOB_MANAGER_DB_PASSWORD; do
 done
 if [[ -n ${POSTGRES_PASSWORD-} && ${POSTGRES_PASSWORD-} == "${JOB_MANAGER_DB_PASSWORD-}" ]]; then
     refuse "JOB_MANAGER_DB_PASSWORD must differ from POSTGRES_PASSWORD (the superuser's)"
+fi
+# Airflow signs its JWTs with HMAC-SHA512 and warns about a key shorter than 64 bytes.
+jwt=${AIRFLOW__API_AUTH__JWT_SECRET-}
+if [[ -n $jwt ]] && (($(printf %s "$jwt" | wc -c) < 64)); then
+    refuse "AIRFLOW__API_AUTH__JWT_SECRET is shorter than 64 bytes (HMAC-SHA512 wants 64): use secrets.token_urlsafe(64)"
 fi
 if [[ ! ${AIRFLOW__CORE__FERNET_KEY-} =~ ^[A-Za-z0-9_-]{43}=$ ]]; then
     refuse "AIRFLOW__CORE__FERNET_KEY is not a Fernet key (44 characters of URL-safe base64)"

@@ -187,6 +187,7 @@ impl Settings {
         } else if pg.get_application_name().is_none() {
             pg.application_name(DEFAULT_APPLICATION_NAME);
         }
+        pg.notice_callback(log_server_notice);
         // A dead peer or NAT is noticed by TCP within about 25 s unless the DSN says otherwise
         // (the driver's default idle time is 2 hours).
         if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
@@ -370,6 +371,19 @@ impl Extras {
         *slot = Some(value);
         Ok(true)
     }
+}
+
+/// The server's notices and warnings, under our own logger (`job_manager.server`) rather than
+/// the driver's (`postgres.config`), at a level that fits them: `... already exists, skipping`
+/// (an additive migration finding what it adds already there) is not news, so it is DEBUG;
+/// other notices are INFO and warnings WARNING.
+fn log_server_notice(notice: postgres::error::DbError) {
+    let level = match notice.severity() {
+        "WARNING" => log::Level::Warn,
+        "NOTICE" if !notice.message().ends_with(", skipping") => log::Level::Info,
+        _ => log::Level::Debug,
+    };
+    log::log!(target: "job_manager::server", level, "server {}: {}", notice.severity(), notice.message());
 }
 
 fn parse_dsn(text: &str) -> Result<(postgres::Config, Extras)> {

@@ -236,19 +236,42 @@ pub fn get_download_stats(pool: &LazyPool) -> Result<DownloadStats> {
     })
 }
 
+/// The downloads `cleanup_old_downloads` deletes (`$1` days): one text for it and its dry run.
+macro_rules! old_downloads {
+    () => {
+        "status = 'completed' AND completed_at < LOCALTIMESTAMP - make_interval(days => $1)"
+    };
+}
+
 /// Deletes completed downloads older than `days`; returns how many.
 pub fn cleanup_old_downloads(pool: &LazyPool, days: i64) -> Result<u64> {
     let days = i32::try_from(check_non_negative("days", days)?)
         .map_err(|_| Error::invalid(format!("days is too large: {days}")))?;
     let n = pool.run(|c| {
         c.execute(
-            "DELETE FROM download_queue
-             WHERE status = 'completed'
-               AND completed_at < LOCALTIMESTAMP - make_interval(days => $1)",
+            concat!("DELETE FROM download_queue WHERE ", old_downloads!()),
             &[&days],
         )
         .context("deleting old downloads")
     })?;
     log::info!("deleted {n} completed downloads older than {days} days");
     Ok(n)
+}
+
+/// How many downloads `cleanup_old_downloads(days)` would delete now (its dry run).
+pub fn count_old_downloads(pool: &LazyPool, days: i64) -> Result<u64> {
+    let days = i32::try_from(check_non_negative("days", days)?)
+        .map_err(|_| Error::invalid(format!("days is too large: {days}")))?;
+    let n: i64 = pool.run_idempotent(|c| {
+        Ok(c.query_one(
+            concat!(
+                "SELECT count(*) FROM download_queue WHERE ",
+                old_downloads!()
+            ),
+            &[&days],
+        )
+        .context("counting old downloads")?
+        .get(0))
+    })?;
+    Ok(n as u64)
 }

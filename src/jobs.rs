@@ -241,10 +241,7 @@ fn analyze_if_grown(c: &mut Connection, added: u64) -> Result<()> {
         .get(0);
     if estimate < 0.0 || (added as f32) * 10.0 >= estimate {
         // The columns the claim's plan depends on (statistics of long prompts are costly).
-        crate::maintenance::analyze_after_load(
-            c.client(),
-            &["jobs (job_type, status, created_at)"],
-        )?;
+        crate::planner::analyze_after_load(c.client(), &["jobs (job_type, status, created_at)"])?;
         log::debug!("analyzed jobs after adding {added} rows (estimate was {estimate})");
     }
     Ok(())
@@ -591,6 +588,16 @@ pub fn get_job_by_id(pool: &LazyPool, job_id: i64) -> Result<Option<Job>> {
     Ok(row.as_ref().map(Job::from_row))
 }
 
+/// The jobs `reset_stuck_jobs` resets (`$1` job type or NULL, `$2` seconds): one text for the
+/// reset and its dry run.
+macro_rules! stuck {
+    () => {
+        "status = 'processing'
+         AND ($1::text IS NULL OR job_type = $1)
+         AND updated_at < LOCALTIMESTAMP - make_interval(secs => $2)"
+    };
+}
+
 /// Puts jobs that have been `processing` for longer than `older_than_seconds` back to
 /// `pending`; returns how many.
 pub fn reset_stuck_jobs(
@@ -606,16 +613,62 @@ pub fn reset_stuck_jobs(
     let job_type = job_type.map(JobType::as_str);
     let n = pool.run(|c| {
         c.execute(
-            "UPDATE jobs SET status = 'pending'
-             WHERE status = 'processing'
-               AND ($1::text IS NULL OR job_type = $1)
-               AND updated_at < LOCALTIMESTAMP - make_interval(secs => $2)",
+            concat!("UPDATE jobs SET status = 'pending' WHERE ", stuck!()),
             &[&job_type, &older_than_seconds],
         )
         .context("resetting stuck jobs")
     })?;
     log::info!("reset {n} stuck jobs to {}", JobStatus::Pending);
     Ok(n)
+}
+
+/// How many jobs `reset_stuck_jobs` with these arguments would reset now (its dry run).
+pub fn count_stuck_jobs(
+    pool: &LazyPool,
+    job_type: Option<JobType>,
+    older_than_seconds: f64,
+) -> Result<u64> {
+    if !(older_than_seconds.is_finite() && older_than_seconds >= 0.0) {
+        return Err(Error::invalid(format!(
+            "older_than_seconds must be zero or more, got {older_than_seconds}"
+        )));
+    }
+    let job_type = job_type.map(JobType::as_str);
+    let n: i64 = pool.run_idempotent(|c| {
+        Ok(c.query_one(
+            concat!("SELECT count(*) FROM jobs WHERE ", stuck!()),
+            &[&job_type, &older_than_seconds],
+        )
+        .context("counting stuck jobs")?
+        .get(0))
+    })?;
+    Ok(n as u64)
+}
+
+/// How many of `prompts` are queued already, per job type (what `add_jobs` skips).
+pub fn queued_job_types(pool: &LazyPool, prompts: &[String]) -> Result<HashMap<String, u64>> {
+    let mut unique: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut counts = HashMap::new();
+    pool.run_idempotent(|c| {
+        counts.clear();
+        for chunk in unique.chunks(BATCH) {
+            for row in c
+                .query(
+                    "SELECT job_type, count(*) FROM jobs
+                     WHERE prompt_text = ANY($1::text[]) GROUP BY job_type",
+                    &[&chunk],
+                )
+                .context("looking up queued prompts")?
+            {
+                let n: i64 = row.get(1);
+                *counts.entry(row.get::<_, String>(0)).or_insert(0) += n as u64;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod logs;
 pub mod maintenance;
 pub mod model;
+pub mod planner;
 pub mod pool;
 pub mod schema;
 pub mod stats;

@@ -16,41 +16,49 @@ use crate::stats::{self, JobStats};
 /// The tables job_manager owns, maintained by analyze/vacuum.
 pub const OWNED_TABLES: [&str; 3] = ["jobs", "download_queue", schema::HISTORY_TABLE];
 
-/// Statistics for the queue's plans right after a large load (`ANALYZE` of `targets`, e.g.
-/// `"jobs (job_type, status)"`): a 3,000-row sample (statistics target 10) costs a few
-/// milliseconds where the default 30,000-row one reads most of a large table, and is plenty
-/// for columns of a few values. The load changed far more than the 2% that makes autovacuum
-/// analyze the queue tables (migration V4), so full detail follows at its next visit.
-pub fn analyze_after_load(client: &mut postgres::Client, targets: &[&str]) -> Result<()> {
-    let what = "refreshing statistics after a bulk load";
-    let mut sql = String::from("SET LOCAL default_statistics_target = 10;");
-    for t in targets {
-        sql.push_str(" ANALYZE ");
-        sql.push_str(t);
-        sql.push(';');
-    }
-    // In a transaction of its own: the setting ends with it, and an error rolls it back.
-    let mut tx = client.transaction().context(what)?;
-    tx.batch_execute(&sql).context(what)?;
-    tx.commit().context(what)
+/// Runs `ANALYZE` on each owned table (`only`: just these; an error names any other); returns
+/// the tables analyzed. `dry_run`: run nothing and return the tables it would analyze.
+pub fn analyze_tables(
+    pool: &LazyPool,
+    only: Option<&[String]>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    check_owned(only)?;
+    each_table(pool, "ANALYZE", only, dry_run)
 }
 
-/// Runs `ANALYZE` on each owned table; returns the tables analyzed.
-pub fn analyze_tables(pool: &LazyPool) -> Result<Vec<String>> {
-    each_table(pool, "ANALYZE")
+fn check_owned(only: Option<&[String]>) -> Result<()> {
+    if let Some(other) = only
+        .unwrap_or_default()
+        .iter()
+        .find(|n| !OWNED_TABLES.contains(&n.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "{other:?} is not a table job_manager owns; choose from {}",
+            OWNED_TABLES.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `VACUUM (ANALYZE)` on each owned table (`VACUUM (FULL, ANALYZE)` with `full`, which
 /// rewrites the table under an exclusive lock).
-pub fn vacuum_tables(pool: &LazyPool, full: bool) -> Result<Vec<String>> {
-    each_table(
-        pool,
-        if full {
-            "VACUUM (FULL, ANALYZE)"
-        } else {
-            "VACUUM (ANALYZE)"
-        },
-    )
+///
+/// `only`: just these owned tables (an error names any other); `dry_run`: run nothing and
+/// return the tables it would vacuum.
+pub fn vacuum_tables(
+    pool: &LazyPool,
+    full: bool,
+    only: Option<&[String]>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    check_owned(only)?;
+    let command = if full {
+        "VACUUM (FULL, ANALYZE)"
+    } else {
+        "VACUUM (ANALYZE)"
+    };
+    each_table(pool, command, only, dry_run)
 }
 
 /// Whether the current role may ANALYZE/VACUUM `table`: its owner (or a member of the
@@ -71,9 +79,17 @@ fn may_maintain(pool: &LazyPool, table: &str) -> Result<bool> {
     })
 }
 
-fn each_table(pool: &LazyPool, command: &str) -> Result<Vec<String>> {
+fn each_table(
+    pool: &LazyPool,
+    command: &str,
+    only: Option<&[String]>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for table in OWNED_TABLES {
+        if only.is_some_and(|names| !names.iter().any(|n| n == table)) {
+            continue;
+        }
         if !schema::table_exists(pool, table)? {
             continue;
         }
@@ -84,6 +100,10 @@ fn each_table(pool: &LazyPool, command: &str) -> Result<Vec<String>> {
             );
             continue;
         }
+        if dry_run {
+            done.push(table.to_owned());
+            continue;
+        }
         // VACUUM cannot run in a transaction block: one simple statement at a time.
         pool.run(|c| {
             c.client()
@@ -92,7 +112,14 @@ fn each_table(pool: &LazyPool, command: &str) -> Result<Vec<String>> {
         })?;
         done.push(table.to_owned());
     }
-    log::info!("{command}: {}", done.join(", "));
+    if dry_run {
+        log::info!(
+            "{command} (dry run, nothing ran) would run on: {}",
+            done.join(", ")
+        );
+    } else {
+        log::info!("{command}: {}", done.join(", "));
+    }
     Ok(done)
 }
 

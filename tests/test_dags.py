@@ -94,7 +94,7 @@ def run_dags(
     results = [json.loads(line[len("RESULT ") :]) for line in lines]
     for r, conf in zip(results, confs, strict=True):
         r["conf"] = conf
-        r["log"] = out.stdout[-3000:]
+        r["log"] = out.stdout + out.stderr
     return results
 
 
@@ -279,6 +279,17 @@ def test_maintenance_dag(
         (many / f"attempt={i}.log").write_text("old")
         os.utime(many / f"attempt={i}.log", (ten_days, ten_days))
 
+    # Dead rows past the health report's threshold in jobs (autovacuum kept out of the way):
+    # the DAG must VACUUM jobs and only ANALYZE the others.
+    db.execute("ALTER TABLE jobs SET (autovacuum_enabled = off)")
+    jm.add_jobs([f"dead {i}" for i in range(2000)], "VIDEO_PROD")
+    db.execute("DELETE FROM jobs WHERE job_type = 'VIDEO_PROD'")
+    db.execute("SELECT pg_stat_force_next_flush()")
+    deadline = time.monotonic() + 15
+    while scalar(db, "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'jobs'") < 2000:
+        assert time.monotonic() < deadline, "the server never counted the dead rows"
+        time.sleep(0.2)
+
     env = {
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs),
         "JOB_MANAGER_BACKUP_DIR": str(tmp_path / "none"),
@@ -292,6 +303,13 @@ def test_maintenance_dag(
     assert dry["xcom"]["cleanup_logs"]["files"] == 301
     # XCom carries the count and a bounded sample, never the whole list.
     assert len(dry["xcom"]["cleanup_logs"]["paths"]) == 100
+    # A dry run reports what the real run does, and does none of it.
+    assert dry["xcom"]["reset_stuck_jobs"] == 2
+    assert dry["xcom"]["vacuum_or_analyze"] == {
+        "vacuumed": ["jobs"],
+        "analyzed": ["download_queue", "job_manager_schema_history"],
+    }
+    assert scalar(db, "SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'jobs'") is None
 
     result = run_dag(airflow_python, airflow_home, dsn, "job_manager_maintenance", {}, **env)
     assert result["state"] == "success", result["log"][-3000:]
@@ -301,11 +319,19 @@ def test_maintenance_dag(
     assert new_log.exists()
     assert result["xcom"]["cleanup_logs"]["files"] == 301
     assert result["xcom"]["cleanup_logs"] == {**dry["xcom"]["cleanup_logs"], "dry_run": False}
-    assert result["xcom"]["analyze"] == ["jobs", "download_queue", "job_manager_schema_history"]
+    assert result["xcom"]["vacuum_or_analyze"] == dry["xcom"]["vacuum_or_analyze"]
+    assert scalar(db, "SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'jobs'")
     report = result["xcom"]["health_report"]
     assert report["jobs"] == {"IMAGE_TEST": {"pending": 2, "processing": 1}}
     assert any("no backup directory" in p for p in report["problems"])
-    assert "health: no backup directory" in result["log"]
+    assert not any("dead rows" in p for p in report["problems"]), report["problems"]
+    # Each problem is logged once (job_manager's logger), not again by the DAG.
+    warned = [
+        line
+        for line in result["log"].splitlines()
+        if "no backup directory" in line and "warning" in line.lower()
+    ]
+    assert len(warned) == 1, warned
 
 
 def test_queue_example_claims_each_job_once(
@@ -316,25 +342,42 @@ def test_queue_example_claims_each_job_once(
     lines = [f"picture number {i}" for i in range(12)] + ["please fail this one"]
     prompts.write_text("\n".join(lines) + "\n", "utf-8")
     out = tmp_path / "outputs"
-    result = run_dag(
+    conf = {"prompts_file": "prompts.txt", "workers": 4}
+    # Run twice with the same conf, then once with the prompts as they are, twice.
+    first, second, plain, plain_again = run_dags(
         airflow_python,
         airflow_home,
         None,
         "job_queue_example",
-        {"prompts_file": "prompts.txt", "workers": 4},
+        [conf, conf, {**conf, "unique_per_run": False}, {**conf, "unique_per_run": False}],
         AIRFLOW_CONN_JOB_QUEUE_EXAMPLE_DB=dsn,
         JOB_MANAGER_PROMPTS_DIR=str(prompts.parent),
         JOB_MANAGER_OUTPUT_DIR=str(out),
     )
+    result = first
     assert result["state"] == "success", result["log"][-3000:]
     assert [k for k in result["tasks"] if k.startswith("work[")] == [f"work[{i}]" for i in range(4)]
     claimed = [i for k, v in result["xcom"].items() if k.startswith("work[") for i in v]
     assert sorted(claimed) == list(range(1, 14))
     assert result["xcom"]["report"]["stats"] == {"IMAGE_TEST": {"completed": 12, "failed": 1}}
-    assert scalar(db, "SELECT error_message FROM jobs WHERE prompt_text = %s", lines[-1]) == (
-        "stand-in failure: the prompt asked for it"
-    )
-    assert len(list((out / "job_queue_example").iterdir())) == 12
+    failed = db.execute(
+        "SELECT prompt_text, error_message FROM jobs WHERE status = 'failed' ORDER BY id"
+    ).fetchall()
+    # unique_per_run (the default): each prompt carries its run's id, so it is new.
+    assert failed[0][0].startswith(lines[-1] + " · run ")
+    assert failed[0][1] == "stand-in failure: the prompt asked for it"
+    # A second run with the defaults does the same work again on new jobs.
+    assert second["state"] == "success", second["log"][-3000:]
+    claimed2 = [i for k, v in second["xcom"].items() if k.startswith("work[") for i in v]
+    assert sorted(claimed2) == list(range(14, 27))
+    assert second["xcom"]["report"]["stats"] == {"IMAGE_TEST": {"completed": 24, "failed": 2}}
+    # Without it, the file's prompts as they are: queued once, then skipped.
+    claimed3 = [i for k, v in plain["xcom"].items() if k.startswith("work[") for i in v]
+    assert len(claimed3) == 13
+    claimed4 = [i for k, v in plain_again["xcom"].items() if k.startswith("work[") for i in v]
+    assert claimed4 == [], plain_again["xcom"]
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE prompt_text = %s", lines[-1]) == 1
+    assert len(list((out / "job_queue_example").iterdir())) == 36
     assert "=== 作业统计信息 ===" in result["log"]
 
 

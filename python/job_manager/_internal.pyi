@@ -169,8 +169,11 @@ def verify_backup(path: StrPath) -> BackupInfo:
 def list_backups(backup_dir: StrPath = "backups") -> list[BackupInfo]:
     """Every file named like a backup, newest first; ``verified`` says which pass."""
 
-def cleanup_old_backups(backup_dir: StrPath = "backups", keep: int = 10) -> list[str]:
-    """Keep the newest ``keep`` verified backups, delete older ones; return what was deleted.
+def cleanup_old_backups(
+    backup_dir: StrPath = "backups", keep: int = 10, *, dry_run: bool = False
+) -> list[str]:
+    """Keep the newest ``keep`` verified backups, delete older ones; return what was deleted
+    (with ``dry_run``: delete nothing, return what the same call would delete).
 
     Files not named like a backup are never touched; files that do not verify are never
     counted as kept; files whose names are dated in the future are neither counted nor
@@ -316,6 +319,9 @@ class JobManager:
     def add_jobs(self, prompts: list[str], job_type: JobType | str) -> int:
         """Queue many jobs with COPY; return how many were new (prompts already queued, and
         repeats in ``prompts``, are skipped). All or nothing."""
+    def queued_job_types(self, prompts: list[str]) -> dict[str, int]:
+        """How many of ``prompts`` are queued already, per job type: ``{job_type: count}`` (the
+        prompts ``add_jobs`` skips, whatever type they were queued as)."""
     def add_test_jobs(self, prompts: list[str]) -> int:
         """Queue IMAGE_TEST jobs; return how many of the prompts are now queued as IMAGE_TEST."""
     def show_stats(self) -> None:
@@ -323,9 +329,14 @@ class JobManager:
     def get_job_stats(self) -> dict[str, dict[str, int]]:
         """``{job_type: {status: count}}``."""
     def reset_stuck_jobs(
-        self, job_type: JobType | str | None = None, older_than_seconds: float = 3600.0
+        self,
+        job_type: JobType | str | None = None,
+        older_than_seconds: float = 3600.0,
+        *,
+        dry_run: bool = False,
     ) -> int:
-        """Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``."""
+        """Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``;
+        return how many. With ``dry_run``, change nothing and return how many it would reset."""
     def get_and_lock_job(self, job_type: JobType | str) -> ClaimedJob | None:
         """Claim the oldest pending job of a type (it becomes ``processing``); each job is
         claimed by exactly one caller, however many workers. ``None`` when none is pending.
@@ -336,9 +347,11 @@ class JobManager:
     def mark_job_as_completed(
         self, job_id: int, local_path: str | None = None, gcs_uri: str | None = None
     ) -> bool:
-        """Mark completed, setting the paths given. ``False`` when the job does not exist."""
+        """Mark completed, setting the paths given; ``True`` when it was marked. When no job
+        has this id: ``False``, with a warning logged (``job_manager.jobs``), nothing changed."""
     def mark_job_as_failed(self, job_id: int, error_message: str | None = None) -> bool:
-        """Mark failed and store ``error_message``. ``False`` when the job does not exist."""
+        """Mark failed and store ``error_message``; ``True`` when it was marked. When no job
+        has this id: ``False``, with a warning logged (``job_manager.jobs``), nothing changed."""
     def mark_job_as_awaiting_retry(self, job_id: int) -> bool: ...
     def mark_job_as_generation_successful(self, job_id: int, gcs_uri: str) -> bool: ...
     def update_job_operation_info(self, job_id: int, operation_id: str) -> bool: ...
@@ -370,14 +383,22 @@ class JobManager:
         """Move a download to ``status``; ``completed`` also completes its job, atomically.
         ``False`` when the download does not exist."""
     def get_download_stats(self) -> DownloadStats: ...
-    def cleanup_old_downloads(self, days: int = 7) -> int:
-        """Delete completed downloads older than ``days``; return how many."""
+    def cleanup_old_downloads(self, days: int = 7, *, dry_run: bool = False) -> int:
+        """Delete completed downloads older than ``days``; return how many. With ``dry_run``,
+        delete nothing and return how many it would delete."""
 
     # -- maintenance ------------------------------------------------------------------------
-    def analyze_tables(self) -> list[str]:
-        """ANALYZE on the owned tables; returns their names."""
-    def vacuum_tables(self, full: bool = False) -> list[str]:
-        """VACUUM (ANALYZE) on the owned tables; ``full`` rewrites them under an exclusive lock."""
+    def analyze_tables(
+        self, *, tables: list[str] | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """ANALYZE on the owned tables; returns their names. ``tables``: only these owned
+        tables. With ``dry_run``, run nothing and return the tables it would analyze."""
+    def vacuum_tables(
+        self, full: bool = False, *, tables: list[str] | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """VACUUM (ANALYZE) on the owned tables (FULL rewrites them under an exclusive lock);
+        returns the tables vacuumed. ``tables``: only these owned tables. With ``dry_run``,
+        run nothing and return the tables it would vacuum."""
     def database_size(self) -> int:
         """``pg_database_size`` of the current database, in bytes."""
     def table_stats(self, exact: bool = False) -> list[dict[str, object]]:

@@ -27,7 +27,7 @@ from job_manager._internal import (
     list_backups,
     verify_backup,
 )
-from job_manager.exceptions import BackupCorruptError, JobManagerError
+from job_manager.exceptions import BackupCorruptError, InvalidArgumentError, JobManagerError
 from job_manager.manager import JobManager
 
 JOB_TYPES = ("IMAGE_TEST", "VIDEO_PROD")
@@ -95,11 +95,30 @@ def default_log_dir() -> str:
     return os.path.join(os.environ.get("AIRFLOW_HOME", "/opt/airflow"), "logs")
 
 
+def _prog() -> str:
+    """How the user called us: ``job-manager`` (the console script) or ``python -m job_manager``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name in ("__main__.py", "-c") or name.endswith(".py"):
+        return "python -m job_manager"
+    return name
+
+
+DESCRIPTION = """\
+Manage the PostgreSQL job queue of job_manager.
+
+queue:        add, stats, reset, init
+backups:      backup, verify, restore, import, list-backups, cleanup-backups, dump
+upkeep:       maintain, cleanup-logs, health, size
+
+The database comes from --dsn-file, $JOB_MANAGER_DSN, else $POSTGRES_*. Run
+'%(prog)s COMMAND --help' for a command's options."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m job_manager",
-        description="Manage the job queue: add jobs, show statistics, reset stuck jobs, "
-        "create or migrate the schema.",
+        prog=_prog(),
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--dsn",
@@ -119,10 +138,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="COMMAND")
 
-    add = sub.add_parser("add", help="add jobs: one with --prompt, or one per line of --file")
-    add.add_argument("--prompt", "-p", help="the prompt of one job")
-    add.add_argument("--file", "-f", type=Path, help="a file with one prompt per line")
-    add.add_argument("--type", "-t", choices=JOB_TYPES, default="IMAGE_TEST", help="job type")
+    add = sub.add_parser(
+        "add",
+        help="add jobs: one with --prompt, or one per line of --file",
+        description="Add one job (--prompt) or one job per non-empty line of a file (--file). "
+        "A prompt that is queued already (under any job type) is not added again.",
+    )
+    what = add.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", "-p", help="the prompt of one job")
+    what.add_argument("--file", "-f", type=Path, help="a UTF-8 file with one prompt per line")
+    add.add_argument(
+        "--type",
+        "-t",
+        choices=JOB_TYPES,
+        default="IMAGE_TEST",
+        help="job type (default: IMAGE_TEST)",
+    )
 
     sub.add_parser("stats", help="job counts per type and status")
 
@@ -175,7 +206,11 @@ def _parser() -> argparse.ArgumentParser:
         help="check a backup file completely (no database needed); put -- before a file name "
         "that starts with '-'",
     )
-    verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "file",
+        type=Path,
+        help="a backup (.sql, .sql.zst, .sql.gz), a pg_dump plain file, or a CSV export",
+    )
     verify.add_argument(
         "--for-psql",
         action="store_true",
@@ -186,8 +221,17 @@ def _parser() -> argparse.ArgumentParser:
     restore = sub.add_parser(
         "restore", help="replace jobs and download_queue with a backup's rows (one transaction)"
     )
-    restore.add_argument("file", type=Path)
-    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "file",
+        type=Path,
+        help="a job_manager backup (.sql, .sql.zst, .sql.gz) or a plain pg_dump file; it is "
+        "verified completely before anything changes",
+    )
+    restore.add_argument(
+        "--yes",
+        action="store_true",
+        help="restore without asking (needed when stdin is not a terminal, e.g. in scripts)",
+    )
     restore.add_argument(
         "--no-safety-backup",
         action="store_true",
@@ -206,11 +250,17 @@ def _parser() -> argparse.ArgumentParser:
         help="add the jobs of a backup, pg_dump (COPY or INSERT) or CSV export whose prompts "
         "are not queued yet (--replace: replace every row, like restore)",
     )
-    importing.add_argument("file", type=Path)
+    importing.add_argument(
+        "file", type=Path, help="a job_manager backup, a pg_dump (COPY or INSERT), or a CSV export"
+    )
     importing.add_argument(
         "--replace", action="store_true", help="replace every row instead of merging (asks)"
     )
-    importing.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    importing.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --replace: replace without asking (needed when stdin is not a terminal)",
+    )
     importing.add_argument(
         "--no-safety-backup",
         action="store_true",
@@ -236,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
             type=Path,
             default=None,
             help="Airflow's base log folder (default: $AIRFLOW__LOGGING__BASE_LOG_FOLDER, "
-            "else $AIRFLOW_HOME/logs)",
+            "else $AIRFLOW_HOME/logs, i.e. /opt/airflow/logs in the Airflow image)",
         )
         p.add_argument(
             "--max-age-days", type=_number(0, 36_500), default=7.0, help="default 7 (0 to 36500)"
@@ -247,7 +297,11 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="file name pattern, repeatable (default *.log)",
         )
-        p.add_argument("--dry-run", action="store_true", help="delete nothing, report")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="change nothing; report exactly what the real run would do",
+        )
 
     logs = sub.add_parser("cleanup-logs", help="delete old task log files and empty directories")
     log_options(logs)
@@ -268,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_number(MIN_STUCK_S, 1e12),
         default=3600.0,
         metavar="SECONDS",
-        help=f"default 3600, at least {MIN_STUCK_S:g}",
+        help="reset jobs that have been processing for longer than this (default 3600, "
+        f"at least {MIN_STUCK_S:g}: a job claimed a moment ago is being worked on)",
     )
 
     health = sub.add_parser("health", help="the queue, database and backups at a glance")
@@ -288,6 +343,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.set_defaults(command_parser=p)
     return parser
 
 
@@ -297,14 +353,29 @@ MAX_PROMPTS_FILE_BYTES = 256 * 1024 * 1024
 
 def _read_prompts(path: Path) -> list[str]:
     """A regular file of at most MAX_PROMPTS_FILE_BYTES (never a FIFO, device or /dev/zero)."""
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise _UsageError(f"--file {path}: no such file") from None
+    except IsADirectoryError:
+        raise _UsageError(f"--file {path} is a directory, not a file of prompts") from None
+    except PermissionError:
+        raise _UsageError(f"--file {path}: permission denied (cannot read it)") from None
+    except OSError as e:
+        raise _UsageError(f"--file {path} cannot be opened: {e.strerror}") from None
+    with f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise _UsageError(f"--file {path} is not a regular file")
         data = f.read(MAX_PROMPTS_FILE_BYTES + 1)
     if len(data) > MAX_PROMPTS_FILE_BYTES:
         raise _UsageError(f"--file {path} is larger than {MAX_PROMPTS_FILE_BYTES} bytes")
-    text = data.decode("utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _UsageError(
+            f"--file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8"
+        ) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -312,14 +383,9 @@ def _run(args: argparse.Namespace) -> Any:
     jm = JobManager(args.dsn_value)
     if args.action == "add":
         if args.file is not None:
-            prompts = _read_prompts(args.file)
-            added = jm.add_jobs(prompts, args.type)
-            text = f"added {added} new {args.type} jobs ({len(prompts)} prompts in {args.file})"
-            return {"added": added, "prompts": len(prompts)}, text
-        if args.prompt is not None:
-            job_id = jm.add_job(args.prompt, args.type)
-            return {"id": job_id}, f"job {job_id}"
-        raise _UsageError("add needs --prompt TEXT or --file PATH")
+            return _add_file(jm, args)
+        job_id = jm.add_job(args.prompt, args.type)
+        return {"id": job_id}, f"job {job_id}"
     if args.action == "stats":
         if args.json:
             return jm.get_job_stats(), None
@@ -339,6 +405,25 @@ def _run(args: argparse.Namespace) -> Any:
     return _run_maintenance_command(args)
 
 
+def _add_file(jm: JobManager, args: argparse.Namespace) -> Any:
+    prompts = _read_prompts(args.file)
+    unique = len(set(prompts))
+    added = jm.add_jobs(prompts, args.type)
+    data: dict[str, Any] = {"added": added, "prompts": len(prompts), "already_queued": {}}
+    text = f"added {added} new {args.type} jobs ({len(prompts)} prompts in {args.file}"
+    if unique < len(prompts):
+        text += f", {len(prompts) - unique} repeated in the file"
+    text += ")"
+    if added < unique:
+        # Why the rest were not added: queued before, maybe under another type.
+        queued = jm.queued_job_types(prompts)
+        data["already_queued"] = queued
+        text += f"; {unique - added} already queued: " + ", ".join(
+            f"{n} as {t}" for t, n in queued.items()
+        )
+    return data, text
+
+
 def _describe(info: Any) -> str:
     rows = ", ".join(f"{t} {n}" for t, n in sorted(info.rows.items()))
     if not info.verified:
@@ -353,25 +438,45 @@ def _describe(info: Any) -> str:
 
 
 def _confirm(args: argparse.Namespace) -> None:
+    """Asks in a terminal; only the word ``yes`` goes on. Without a terminal nobody can
+    answer, so ``--yes`` is required (a usage error, exit 2, otherwise)."""
     if args.yes:
         return
+    verb = "restore" if args.action == "restore" else "import --replace"
     if not sys.stdin.isatty():
-        raise _UsageError("restore replaces every row of jobs and download_queue: pass --yes")
+        raise _UsageError(
+            f"{verb} replaces every row of jobs and download_queue and stdin is not a "
+            "terminal, so it cannot ask: pass --yes to go ahead without asking"
+        )
+    safety = (
+        "no safety backup (--no-safety-backup)"
+        if args.no_safety_backup
+        else f"a safety backup of the current rows goes to {args.dir} first"
+    )
     try:
         answer = input(
-            f"Restore {args.file}? This replaces every row of jobs and download_queue "
-            f"(a safety backup is taken first unless --no-safety-backup). Type 'yes': "
+            f"{verb} {args.file} replaces every row of jobs and download_queue ({safety}).\n"
+            "Type yes to go ahead, anything else cancels: "
         )
     except EOFError:  # Ctrl-D: no answer is no
         print(file=sys.stderr)
-        raise _Cancelled from None
+        raise _Cancelled("no answer") from None
     if answer.strip().lower() != "yes":
-        raise _Cancelled
+        raise _Cancelled(f"you typed {answer.strip()!r}; only yes goes ahead")
 
 
 def _log_sweep(args: argparse.Namespace) -> Any:
+    log_dir = args.log_dir
+    if log_dir is None:
+        log_dir = default_log_dir()
+        if not os.path.isdir(log_dir):
+            raise InvalidArgumentError(
+                f"no Airflow log folder at {log_dir} (the default: "
+                "$AIRFLOW__LOGGING__BASE_LOG_FOLDER, else $AIRFLOW_HOME/logs); "
+                "pass --log-dir PATH, Airflow's base log folder"
+            )
     return cleanup_old_logs(
-        args.log_dir or default_log_dir(),
+        log_dir,
         args.max_age_days,
         patterns=args.pattern or ["*.log"],
         dry_run=args.dry_run,
@@ -457,22 +562,37 @@ def _maintain(jm: JobManager, args: argparse.Namespace) -> Any:
             summary[name] = None
             summary["failed"][name] = str(e)
 
-    dry = "dry run" if args.dry_run else None
-    step("reset_stuck_jobs", lambda: jm.reset_stuck_jobs(older_than_seconds=args.stuck_after), dry)
-    step("cleanup_old_downloads", lambda: jm.cleanup_old_downloads(args.download_days), dry)
-    step("analyze_tables", jm.analyze_tables)
+    dry = args.dry_run
+    # A dry run changes nothing: each step reports what the real run would do (the counts are
+    # of now; the real run decides again when it runs).
+    step(
+        "reset_stuck_jobs",
+        lambda: jm.reset_stuck_jobs(older_than_seconds=args.stuck_after, dry_run=dry),
+    )
+    step(
+        "cleanup_old_downloads",
+        lambda: jm.cleanup_old_downloads(args.download_days, dry_run=dry),
+    )
+    step("analyze_tables", lambda: jm.analyze_tables(dry_run=dry))
     step("cleanup_logs", lambda: _log_sweep(args).to_dict())
-    no_dir = None if args.dir.is_dir() else "no dir"
-    step("cleanup_backups", lambda: cleanup_old_backups(args.dir, args.keep), dry or no_dir)
+    no_dir = None if args.dir.is_dir() else f"no directory {args.dir}"
+    step(
+        "cleanup_backups",
+        lambda: cleanup_old_backups(args.dir, args.keep, dry_run=dry),
+        no_dir,
+    )
 
     def show(name: str, ok: Any) -> str:
         if name in summary["failed"]:
             return f"FAILED: {summary['failed'][name]}"
         value = summary[name]
-        return value if isinstance(value, str) else ok(value)
+        if isinstance(value, str):
+            return value
+        return ("would be " if dry else "") + ok(value)
 
     text = "\n".join(
-        [
+        ["dry run: nothing was changed; this is what maintain would do now"] * dry
+        + [
             f"reset stuck jobs:       {show('reset_stuck_jobs', str)}",
             f"old downloads deleted:  {show('cleanup_old_downloads', str)}",
             f"analyzed:               {show('analyze_tables', ', '.join)}",
@@ -483,8 +603,7 @@ def _maintain(jm: JobManager, args: argparse.Namespace) -> Any:
                     f"{r['files']} ({_mib(r['bytes'])}), {r['dirs_removed']} directories"
                     + (f", {r['error_count']} errors" if r["error_count"] else "")
                 ),
-            )
-            + (" [dry run]" if args.dry_run else ""),
+            ),
             f"old backups deleted:    {show('cleanup_backups', lambda d: str(len(d)))}",
         ]
     )
@@ -597,9 +716,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data, text = _run(args)
     except _UsageError as e:
-        parser.error(str(e))  # exits 2
-    except _Cancelled:
-        print("cancelled: nothing was changed", file=sys.stderr)
+        getattr(args, "command_parser", parser).error(str(e))  # exits 2
+    except _Cancelled as e:
+        why = f" ({e})" if str(e) else ""
+        print(f"cancelled{why}: nothing was changed", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -175,13 +175,14 @@ const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 ///   as a kept backup; among the newest it is left alone and reported.
 /// * Files not named like a backup are never touched.
 ///
-/// Returns the deleted paths. A file that cannot be deleted is reported and the others are
+/// Returns the deleted paths (with `dry_run`: the paths it would delete, deleting nothing). A file that cannot be deleted is reported and the others are
 /// still tried; the error then says which.
 pub fn cleanup_old_backups(
     dir: &Path,
     keep: usize,
     protect: Option<&Path>,
     auth: &Auth,
+    dry_run: bool,
 ) -> Result<Vec<PathBuf>> {
     if keep == 0 {
         return Err(Error::invalid(
@@ -214,12 +215,18 @@ pub fn cleanup_old_backups(
         }
         if stamp > horizon {
             log::warn!(
-                "leaving {} alone: its name is dated {stamp}, in the future (a clock that was                  ahead, or a copied file); it is not counted as a kept backup",
+                "leaving {} alone: its name is dated {stamp}, in the future (a clock that was \
+                 ahead, or a copied file); it is not counted as a kept backup",
                 path.display()
             );
             continue;
         }
         if kept >= keep {
+            if dry_run {
+                log::info!("would delete old backup {}", path.display());
+                deleted.push(path);
+                continue;
+            }
             match std::fs::remove_file(&path) {
                 Ok(()) => {
                     log::info!("deleted old backup {}", path.display());
@@ -294,7 +301,7 @@ pub fn backup_database(
     );
     let size_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     if let Some(keep) = keep {
-        if let Err(e) = cleanup_old_backups(dir, keep, Some(&path), auth) {
+        if let Err(e) = cleanup_old_backups(dir, keep, Some(&path), auth, false) {
             log::warn!(
                 "backup {} written, but rotation failed: {e}",
                 path.display()
@@ -322,7 +329,7 @@ pub fn backup_database(
 /// autovacuum's next visit.
 fn analyze_loaded(pool: &LazyPool) -> Result<()> {
     pool.run_long(|c| {
-        crate::maintenance::analyze_after_load(
+        crate::planner::analyze_after_load(
             c.client(),
             &[
                 "jobs (job_type, status, created_at, updated_at)",

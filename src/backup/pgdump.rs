@@ -146,7 +146,7 @@ pub fn dump_database(
         let _ = std::fs::remove_file(&path);
     })?;
     if let Some(keep) = keep {
-        super::cleanup_old_backups(dir, keep, Some(&path), &Auth::from_env()?)?;
+        super::cleanup_old_backups(dir, keep, Some(&path), &Auth::from_env()?, false)?;
     }
     let mut info = super::info(&dumped, verified, Some(started.elapsed().as_secs_f64()));
     info.server_version = Some(server_num.to_string());

@@ -233,16 +233,19 @@ pub fn list_backups(py: Python<'_>, backup_dir: PathBuf) -> PyResult<Vec<BackupI
 }
 
 /// Keeps the newest `keep` backups that verify and deletes older ones; returns the deleted
-/// paths. Never touches a file not named like a backup.
+/// paths. Never touches a file not named like a backup. With `dry_run`, deletes nothing and
+/// returns the paths the same call would delete.
 #[pyfunction]
-#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=super::convert::Count(10)), text_signature = "(backup_dir='backups', keep=10)")]
+#[pyo3(signature = (backup_dir=PathBuf::from("backups"), keep=super::convert::Count(10), *, dry_run=false), text_signature = "(backup_dir='backups', keep=10, *, dry_run=False)")]
 pub fn cleanup_old_backups(
     py: Python<'_>,
     backup_dir: PathBuf,
     keep: super::convert::Count,
+    dry_run: bool,
 ) -> PyResult<Vec<String>> {
     let keep = super::convert::keep_arg(keep)?;
     let auth = backup::Auth::from_env()?;
-    let deleted = py.detach(|| backup::cleanup_old_backups(&backup_dir, keep, None, &auth))?;
+    let deleted =
+        py.detach(|| backup::cleanup_old_backups(&backup_dir, keep, None, &auth, dry_run))?;
     Ok(deleted.iter().map(|p| p.display().to_string()).collect())
 }

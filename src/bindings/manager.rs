@@ -246,6 +246,24 @@ impl JobManager {
         Ok(py.detach(|| jobs::add_jobs(&self.pool, &prompts, t))?)
     }
 
+    /// How many of ``prompts`` are queued already, per job type: ``{job_type: count}`` (the
+    /// prompts ``add_jobs`` skips, whatever type they were queued as).
+    fn queued_job_types<'py>(
+        &self,
+        py: Python<'py>,
+        prompts: Vec<Text>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let prompts = texts(&prompts);
+        let counts = py.detach(|| jobs::queued_job_types(&self.pool, &prompts))?;
+        let d = PyDict::new(py);
+        let mut sorted: Vec<_> = counts.into_iter().collect();
+        sorted.sort();
+        for (t, n) in sorted {
+            d.set_item(t, n)?;
+        }
+        Ok(d)
+    }
+
     /// Queue IMAGE_TEST jobs; return how many of the prompts are now queued as IMAGE_TEST.
     fn add_test_jobs(&self, py: Python<'_>, prompts: Vec<Text>) -> PyResult<u64> {
         let prompts = texts(&prompts);
@@ -266,13 +284,15 @@ impl JobManager {
         job_stats_dict(py, &stats)
     }
 
-    #[pyo3(signature = (job_type=None, older_than_seconds=3600.0))]
-    /// Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``.
+    #[pyo3(signature = (job_type=None, older_than_seconds=3600.0, *, dry_run=false))]
+    /// Put jobs ``processing`` for longer than ``older_than_seconds`` back to ``pending``;
+    /// return how many. With ``dry_run``, change nothing and return how many it would reset.
     fn reset_stuck_jobs(
         &self,
         py: Python<'_>,
         job_type: Option<Text>,
         older_than_seconds: f64,
+        dry_run: bool,
     ) -> PyResult<u64> {
         let t = job_type.as_ref().map(self::job_type).transpose()?;
         // At most a century: beyond it the server's timestamp arithmetic overflows.
@@ -281,6 +301,9 @@ impl JobManager {
                 "older_than_seconds must be a number of seconds up to a century, got {older_than_seconds}"
             ))
             .into());
+        }
+        if dry_run {
+            return Ok(py.detach(|| jobs::count_stuck_jobs(&self.pool, t, older_than_seconds))?);
         }
         Ok(py.detach(|| jobs::reset_stuck_jobs(&self.pool, t, older_than_seconds))?)
     }
@@ -302,7 +325,8 @@ impl JobManager {
     }
 
     #[pyo3(signature = (job_id, local_path=None, gcs_uri=None))]
-    /// Mark completed, setting the paths given. ``False`` when the job does not exist.
+    /// Mark completed, setting the paths given; ``True`` when it was marked. When no job
+    /// has this id: ``False``, with a warning logged (``job_manager.jobs``), nothing changed.
     fn mark_job_as_completed(
         &self,
         py: Python<'_>,
@@ -321,7 +345,8 @@ impl JobManager {
     }
 
     #[pyo3(signature = (job_id, error_message=None))]
-    /// Mark failed and store ``error_message``. ``False`` when the job does not exist.
+    /// Mark failed and store ``error_message``; ``True`` when it was marked. When no job
+    /// has this id: ``False``, with a warning logged (``job_manager.jobs``), nothing changed.
     fn mark_job_as_failed(
         &self,
         py: Python<'_>,
@@ -452,15 +477,32 @@ impl JobManager {
         download_stats_dict(py, &stats)
     }
 
-    /// ANALYZE on the owned tables; returns their names.
-    fn analyze_tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        Ok(py.detach(|| upkeep::analyze_tables(&self.pool))?)
+    /// ANALYZE on the owned tables; returns their names. ``tables``: only these owned
+    /// tables. With ``dry_run``, run nothing and return the tables it would analyze.
+    #[pyo3(signature = (*, tables=None, dry_run=false))]
+    fn analyze_tables(
+        &self,
+        py: Python<'_>,
+        tables: Option<Vec<Text>>,
+        dry_run: bool,
+    ) -> PyResult<Vec<String>> {
+        let only = tables.as_ref().map(|t| texts(t));
+        Ok(py.detach(|| upkeep::analyze_tables(&self.pool, only.as_deref(), dry_run))?)
     }
 
-    /// VACUUM (ANALYZE) on the owned tables (FULL rewrites them under an exclusive lock).
-    #[pyo3(signature = (full=false))]
-    fn vacuum_tables(&self, py: Python<'_>, full: bool) -> PyResult<Vec<String>> {
-        Ok(py.detach(|| upkeep::vacuum_tables(&self.pool, full))?)
+    /// VACUUM (ANALYZE) on the owned tables (FULL rewrites them under an exclusive lock);
+    /// returns the tables vacuumed. ``tables``: only these owned tables. With ``dry_run``,
+    /// run nothing and return the tables it would vacuum.
+    #[pyo3(signature = (full=false, *, tables=None, dry_run=false))]
+    fn vacuum_tables(
+        &self,
+        py: Python<'_>,
+        full: bool,
+        tables: Option<Vec<Text>>,
+        dry_run: bool,
+    ) -> PyResult<Vec<String>> {
+        let only = tables.as_ref().map(|t| texts(t));
+        Ok(py.detach(|| upkeep::vacuum_tables(&self.pool, full, only.as_deref(), dry_run))?)
     }
 
     /// The size of the database in bytes.
@@ -582,15 +624,19 @@ impl JobManager {
             .into())
     }
 
-    #[pyo3(signature = (days=Count(7)), text_signature = "($self, days=7)")]
-    /// Delete completed downloads older than ``days``; return how many.
-    fn cleanup_old_downloads(&self, py: Python<'_>, days: Count) -> PyResult<u64> {
+    #[pyo3(signature = (days=Count(7), *, dry_run=false), text_signature = "($self, days=7, *, dry_run=False)")]
+    /// Delete completed downloads older than ``days``; return how many. With ``dry_run``,
+    /// delete nothing and return how many it would delete.
+    fn cleanup_old_downloads(&self, py: Python<'_>, days: Count, dry_run: bool) -> PyResult<u64> {
         let days = days.0;
         if days > 36_500 {
             return Err(crate::errors::Error::invalid(format!(
                 "days must be at most 36500 (a century), got {days}"
             ))
             .into());
+        }
+        if dry_run {
+            return Ok(py.detach(|| downloads::count_old_downloads(&self.pool, days))?);
         }
         Ok(py.detach(|| downloads::cleanup_old_downloads(&self.pool, days))?)
     }
