@@ -273,5 +273,5 @@ pub fn count_old_downloads(pool: &LazyPool, days: i64) -> Result<u64> {
         .context("counting old downloads")?
         .get(0))
     })?;
-    Ok(n as u64)
+    Ok(n.unsigned_abs())
 }

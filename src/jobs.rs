@@ -642,7 +642,7 @@ pub fn count_stuck_jobs(
         .context("counting stuck jobs")?
         .get(0))
     })?;
-    Ok(n as u64)
+    Ok(n.unsigned_abs())
 }
 
 /// How many of `prompts` are queued already, per job type (what `add_jobs` skips).
@@ -663,7 +663,7 @@ pub fn queued_job_types(pool: &LazyPool, prompts: &[String]) -> Result<HashMap<S
                 .context("looking up queued prompts")?
             {
                 let n: i64 = row.get(1);
-                *counts.entry(row.get::<_, String>(0)).or_insert(0) += n as u64;
+                *counts.entry(row.get::<_, String>(0)).or_insert(0) += n.unsigned_abs();
             }
         }
         Ok(())
