@@ -40,7 +40,11 @@ def test_init_add_stats_reset(dsn: str) -> None:
     assert r.stdout == "job 1\n"
     r = run(dsn, "add", "--file", str(FIXTURES / "prompts.txt"), "--json")
     prompts = [p for p in (FIXTURES / "prompts.txt").read_text("utf-8").splitlines() if p.strip()]
-    assert json.loads(r.stdout) == {"added": len(prompts), "prompts": len(prompts)}
+    assert json.loads(r.stdout) == {
+        "added": len(prompts),
+        "prompts": len(prompts),
+        "already_queued": {},
+    }
 
     r = run(dsn, "stats")
     assert r.returncode == 0, r.stderr
@@ -64,7 +68,7 @@ def test_init_add_stats_reset(dsn: str) -> None:
 def test_usage_errors_exit_2(dsn: str) -> None:
     r = run(dsn, "add")
     assert r.returncode == 2
-    assert "add needs --prompt TEXT or --file PATH" in r.stderr
+    assert "one of the arguments --prompt/-p --file/-f is required" in r.stderr
     assert run(dsn, "add", "-p", "x", "-t", "AUDIO").returncode == 2
     assert run(dsn, "frobnicate").returncode == 2
 
@@ -77,8 +81,8 @@ def test_failures_are_one_line_and_exit_1(dsn: str, tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1
     assert secret not in r.stderr + r.stdout
     r = run(dsn, "add", "-f", str(tmp_path / "missing.txt"))
-    assert r.returncode == 1
-    assert "missing.txt" in r.stderr
+    assert r.returncode == 2  # a usage error: the file named does not exist
+    assert r.stderr.splitlines()[-1].endswith("missing.txt: no such file")
     r = run("not a dsn at all", "stats")
     assert r.returncode == 1
     assert r.stderr.startswith("error: invalid DSN")
@@ -311,7 +315,7 @@ def test_restore_prompt_ctrl_d_cancels(dsn: str, tmp_path: Path) -> None:
     finally:
         os.close(master)
     assert proc.returncode == 1, (out, err)
-    assert "cancelled: nothing was changed" in err
+    assert "cancelled (no answer): nothing was changed" in err
     assert "Traceback" not in err
     stats = json.loads(run(dsn, "stats", "--json").stdout)
     assert stats == {"IMAGE_TEST": {"pending": 2}}
@@ -392,7 +396,7 @@ def test_maintain_runs_every_step_and_reports_failures(dsn: str, tmp_path: Path)
     # The steps after the failing one ran too.
     assert summary["reset_stuck_jobs"] == 0
     assert summary["analyze_tables"] == ["jobs", "download_queue", "job_manager_schema_history"]
-    assert summary["cleanup_backups"] == "skipped (no dir)"
+    assert summary["cleanup_backups"] == f"skipped (no directory {tmp_path / 'b'})"
     r = run(dsn, "maintain", "--log-dir", str(not_logs), "--dir", str(tmp_path / "b"))
     assert r.returncode == 1
     assert "log files deleted:      FAILED: " in r.stdout

@@ -342,3 +342,25 @@ def test_env_example_jwt_recipe_makes_a_key_airflow_does_not_warn_about() -> Non
     values = filled_env()
     values["AIRFLOW__API_AUTH__JWT_SECRET"] = out
     assert check_secrets(values).returncode == 0
+
+
+def test_the_stub_and_the_native_module_agree() -> None:
+    """mypy's stubtest: every name, parameter and default of ``_internal.pyi`` is what the
+    native module has at runtime (tests/stubtest-allowlist.txt: typing-only names, each
+    justified; an entry no longer needed fails too)."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy.stubtest",
+            "job_manager._internal",
+            "--allowlist",
+            str(ROOT / "tests" / "stubtest-allowlist.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT / "tests",  # not the source tree: the installed wheel is what is checked
+    )
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]

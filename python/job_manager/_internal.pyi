@@ -166,6 +166,10 @@ def verify_backup(path: StrPath) -> BackupInfo:
             regular file, or not a backup; the message names the line.
     """
 
+def _release_pools_before_fork() -> None:
+    """Run by ``os.fork()`` before it forks (registered with ``os.register_at_fork``): closes
+    this process's connection pools and waits for their threads."""
+
 def list_backups(backup_dir: StrPath = "backups") -> list[BackupInfo]:
     """Every file named like a backup, newest first; ``verified`` says which pass."""
 

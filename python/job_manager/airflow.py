@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from job_manager._airflow_connection import DEFAULT_CONN_ID, dsn_from_connection
 from job_manager.exceptions import ConfigurationError, InvalidArgumentError
 from job_manager.manager import JobManager
 
@@ -55,7 +56,6 @@ __all__ = [
     "whole",
 ]
 
-DEFAULT_CONN_ID = "job_manager_db"
 #: The largest prompts file a task reads (bytes).
 MAX_PROMPTS_BYTES = 4 * 1024 * 1024
 log = logging.getLogger(__name__)
@@ -206,57 +206,6 @@ def read_prompts(value: object, root: Path, max_bytes: int = MAX_PROMPTS_BYTES) 
     except UnicodeDecodeError as e:
         raise InvalidArgumentError(f"prompts_file {path} is not UTF-8 ({e.reason})") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _quote(value: object) -> str:
-    """A libpq key=value value: single-quoted, with backslashes and quotes escaped."""
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
-
-
-# Connection extras that are libpq connection parameters job_manager understands; any other
-# extra (the Postgres provider's "cursor", "iam", ...) is not a connection parameter.
-_DSN_EXTRAS = (
-    "sslmode",
-    "sslrootcert",
-    "sslcert",
-    "sslkey",
-    "application_name",
-    "options",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_retries",
-    "tcp_user_timeout",
-    "target_session_attrs",
-    "channel_binding",
-)
-
-
-def dsn_from_connection(conn_id: str = DEFAULT_CONN_ID) -> str:
-    """A key=value DSN built from the Airflow Connection's host, port, login, password and
-    schema (the database), plus the libpq parameters among its extras (sslmode, sslrootcert,
-    sslcert, sslkey, application_name, options, keepalives*, tcp_user_timeout, ...). Raises
-    Airflow's not-found error when it is not defined."""
-    from airflow.sdk import BaseHook
-
-    conn = BaseHook.get_connection(conn_id)
-    parts: dict[str, Any] = {
-        "host": conn.host,
-        "port": conn.port,
-        "dbname": conn.schema,
-        "user": conn.login,
-        "password": conn.password,
-    }
-    extras = conn.extra_dejson or {}
-    for key in _DSN_EXTRAS:
-        value = extras.get(key)
-        if value is not None and value != "":
-            parts[key] = str(value).lower() if isinstance(value, bool) else value
-    ignored = sorted(set(extras) - set(_DSN_EXTRAS))
-    if ignored:
-        log.debug("connection %r: extras that are not connection parameters: %s", conn_id, ignored)
-    return " ".join(f"{k}={_quote(v)}" for k, v in parts.items() if v not in (None, ""))
 
 
 def _not_found_errors() -> tuple[type[BaseException], ...]:

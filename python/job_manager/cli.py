@@ -417,6 +417,9 @@ def _add_file(jm: JobManager, args: argparse.Namespace) -> Any:
     if added < unique:
         # Why the rest were not added: queued before, maybe under another type.
         queued = jm.queued_job_types(prompts)
+        # Minus the ones this call just added: those were not queued before it.
+        queued[args.type] = queued.get(args.type, 0) - added
+        queued = {t: n for t, n in queued.items() if n > 0}
         data["already_queued"] = queued
         text += f"; {unique - added} already queued: " + ", ".join(
             f"{n} as {t}" for t, n in queued.items()

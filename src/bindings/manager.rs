@@ -92,7 +92,7 @@ impl JobManager {
         long_io_timeout=None,
         application_name=None,
         prepared_statements=true,
-    ))]
+    ), text_signature = "(dsn=None, *, pool_size=4, connect_timeout=10.0, io_timeout=30.0, long_io_timeout=3600.0, application_name=None, prepared_statements=True)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dsn: Option<Text>,

@@ -34,9 +34,15 @@ fn _release_pools_before_fork(py: Python<'_>) {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    // Rust `log` records go to Python `logging`, under the `job_manager` logger tree. Levels
-    // are cached so a disabled level costs no GIL round trip; reset_log_cache() refreshes them.
-    if let Ok(handle) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?.install() {
+    // Rust `log` records go to Python `logging`, under the `job_manager` logger tree (server
+    // notices too: config.rs). The crates under us (the driver's per-query debug trace, r2d2,
+    // rustls) pass only their warnings and errors: their chatter is not the operator's news.
+    // Levels are cached so a disabled level costs no GIL round trip; reset_log_cache()
+    // refreshes them.
+    let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?
+        .filter(log::LevelFilter::Warn)
+        .filter_target("job_manager".to_owned(), log::LevelFilter::Trace);
+    if let Ok(handle) = logger.install() {
         let _ = LOG_RESET.set(handle);
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,0 +1,62 @@
+"""An Airflow Connection as a DSN: the one piece both ``JobManager.from_airflow_connection``
+(manager.py) and the DAG helpers (airflow.py) need, kept here so that neither imports the
+other. Imports Airflow only when called: job_manager does not depend on it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+DEFAULT_CONN_ID = "job_manager_db"
+log = logging.getLogger("job_manager.airflow")
+
+
+def _quote(value: object) -> str:
+    """A libpq key=value value: single-quoted, with backslashes and quotes escaped."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+# Connection extras that are libpq connection parameters job_manager understands; any other
+# extra (the Postgres provider's "cursor", "iam", ...) is not a connection parameter.
+_DSN_EXTRAS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "options",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "tcp_user_timeout",
+    "target_session_attrs",
+    "channel_binding",
+)
+
+
+def dsn_from_connection(conn_id: str = DEFAULT_CONN_ID) -> str:
+    """A key=value DSN built from the Airflow Connection's host, port, login, password and
+    schema (the database), plus the libpq parameters among its extras (sslmode, sslrootcert,
+    sslcert, sslkey, application_name, options, keepalives*, tcp_user_timeout, ...). Raises
+    Airflow's not-found error when it is not defined."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    parts: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "dbname": conn.schema,
+        "user": conn.login,
+        "password": conn.password,
+    }
+    extras = conn.extra_dejson or {}
+    for key in _DSN_EXTRAS:
+        value = extras.get(key)
+        if value is not None and value != "":
+            parts[key] = str(value).lower() if isinstance(value, bool) else value
+    ignored = sorted(set(extras) - set(_DSN_EXTRAS))
+    if ignored:
+        log.debug("connection %r: extras that are not connection parameters: %s", conn_id, ignored)
+    return " ".join(f"{k}={_quote(v)}" for k, v in parts.items() if v not in (None, ""))
