@@ -338,3 +338,34 @@ def test_first_init_logs_no_server_notices_as_news(
     assert {(r.name, r.levelno) for r in skipping} == {("job_manager.server", logging.DEBUG)}
     news = [r for r in log_records if r.levelno >= logging.INFO]
     assert all(r.name != "job_manager.server" for r in news), [r.getMessage() for r in news]
+
+
+# -- the demo -------------------------------------------------------------------------------
+
+
+def test_demo_says_where_it_writes_and_asks_first(dsn: str, db: psycopg.Connection) -> None:
+    demo = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_MANAGER_")}
+    env["JOB_MANAGER_DSN"] = dsn
+
+    def demo_run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(demo)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=120,
+            check=False,
+        )
+
+    r = demo_run()
+    assert r.returncode == 2
+    assert "This demo writes into the database of $JOB_MANAGER_DSN" in r.stdout
+    assert "set JOB_MANAGER_DEMO_YES=1 to go ahead" in r.stderr
+    assert "***" in r.stdout  # the target is named, its password is not
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert scalar(db, tables) == 0
+    r = demo_run(JOB_MANAGER_DEMO_YES="1")
+    assert r.returncode == 0, r.stderr
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'completed'") == 1
