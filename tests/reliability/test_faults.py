@@ -43,13 +43,24 @@ def assert_secret_absent(secret: str, *texts: str, records: list[logging.LogReco
 # -- server restart -----------------------------------------------------------------------------
 
 
+def postmaster_pid(cluster: pgcluster.Cluster) -> int:
+    """The running server's PID, from its data directory (postmaster.pid, first line)."""
+    return int((cluster.data / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
 def test_server_restart_under_load(server: Server, dsn: str, jm: JobManager, faults) -> None:  # type: ignore[no-untyped-def]
+    """4 threads add and claim while the server restarts. Proven, not assumed: each restart
+    gave a new server process (its PID changed); calls failed only while a restart was under
+    way, and only with DatabaseUnavailableError (any other exception fails the test); after
+    every restart, adds succeeded again before the next one."""
     if server.cluster is None:
         pytest.skip("restarts the server: needs the throwaway cluster")
+    cluster = server.cluster
     restarts = faults.n(3, 20)
-    added: list[int] = []
+    added: list[tuple[float, int]] = []  # (when, id)
     claimed: list[int] = []
-    errors: list[str] = []
+    errors: list[tuple[float, str]] = []
+    unexpected: list[str] = []
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -60,57 +71,79 @@ def test_server_restart_under_load(server: Server, dsn: str, jm: JobManager, fau
             try:
                 job_id = jm.add_job(f"restart w{w} #{i}", "IMAGE_TEST")
                 with lock:
-                    added.append(job_id)
+                    added.append((time.monotonic(), job_id))
                 job = jm.get_and_lock_job("IMAGE_TEST")
                 if job is not None:
                     with lock:
                         claimed.append(job["id"])
             except DatabaseUnavailableError as e:
                 with lock:
-                    errors.append(str(e))
+                    errors.append((time.monotonic(), str(e)))
                 time.sleep(0.05)
+            except BaseException as e:  # any other exception fails the test
+                with lock:
+                    unexpected.append(f"worker {w}: {type(e).__name__}: {e}")
+                return
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
-    for _ in range(restarts):
-        time.sleep(0.7)
-        server.cluster.restart()
-    time.sleep(0.7)
-    stop.set()
-    for t in threads:
-        t.join()
+    windows: list[tuple[float, float]] = []  # (restart began, server back)
+    pids = [postmaster_pid(cluster)]
+    try:
+        for _ in range(restarts):
+            # Restart only once adds have succeeded since the last restart ended.
+            deadline = time.monotonic() + 30
+            since = windows[-1][1] if windows else 0.0
+            while not any(t > since for t, _ in added[-50:]):
+                assert time.monotonic() < deadline, "no add succeeded after the last restart"
+                assert not unexpected, unexpected
+                time.sleep(0.05)
+            time.sleep(0.3)
+            began = time.monotonic()
+            cluster.restart()
+            windows.append((began, time.monotonic()))
+            pids.append(postmaster_pid(cluster))
+        # And once more after the last one.
+        deadline = time.monotonic() + 30
+        while not any(t > windows[-1][1] for t, _ in added[-50:]):
+            assert time.monotonic() < deadline, "no add succeeded after the last restart"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not [t for t in threads if t.is_alive()], "a worker thread hung"
+    assert unexpected == [], unexpected
+    assert len(set(pids)) == restarts + 1, f"each restart must start a new server: {pids}"
+    # A failure may come only from a call that overlapped a restart: the server was going down
+    # or not yet accepting (a call can take up to connect_timeout to give up).
+    grace = 6.0
+    stray = [
+        (t, e) for t, e in errors if not any(b - 1.0 <= t <= done + grace for b, done in windows)
+    ]
+    assert stray == [], stray
     # The same JobManager works again, on new connections.
     assert jm.add_job("after the restarts", "VIDEO_PROD") > 0
     assert jm.get_and_lock_job("VIDEO_PROD") is not None
-    # A connection opened now: the first one after a restart may still meet the old server.
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            fresh = psycopg.connect(dsn, autocommit=True)
-            fresh.execute("SELECT 1")
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    with fresh:
+    ids = [i for _, i in added]
+    with psycopg.connect(dsn, autocommit=True) as fresh:
         missing = scalar(
             fresh,
             "SELECT count(*) FROM unnest(%s::int[]) AS a(id) WHERE NOT EXISTS "
             "(SELECT 1 FROM jobs j WHERE j.id = a.id)",
-            added,
+            ids,
         )
     assert missing == 0, "every add that returned an id is in the table"
     assert len(claimed) == len(set(claimed)), "no job claimed twice"
-    assert len(added) > 100
     faults.record(
         "server restart (`pg_ctl restart -m fast`) under 4 threads adding and claiming",
-        f"{len(added)} adds and {len(claimed)} claims around the restarts; {len(errors)} calls "
-        "failed with DatabaseUnavailableError while the server was down, the rest succeeded; "
-        "the same JobManager worked after each restart",
+        f"{restarts} restarts, each a new server process (PIDs {len(set(pids))} distinct); "
+        f"{len(ids)} adds and {len(claimed)} claims; {len(errors)} calls failed with "
+        "DatabaseUnavailableError, all during a restart; adds succeeded again after every "
+        "restart; no other exception",
         restarts,
-        f"nothing: {missing} acknowledged adds missing, {len(claimed) - len(set(claimed))} double claims",
+        f"{missing} acknowledged adds missing, {len(claimed) - len(set(claimed))} double claims",
     )
 
 
