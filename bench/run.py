@@ -568,13 +568,20 @@ class Bench:
                 with psycopg.connect(restore_dsn, autocommit=True) as c:
                     c.execute("TRUNCATE download_queue, jobs")
                 verify_s.append(timed(lambda: job_manager.verify_backup(files["ours"])))
-                # pg_dump -t leaves out the trigger function the tables use: create it first.
+                # pg_dump -t leaves out the functions the tables' triggers call (updated_at, the
+                # NOTIFY of V6): copy their definitions from the source database first.
+                with psycopg.connect(dsn, autocommit=True) as src:
+                    functions = [
+                        r[0]
+                        for r in src.execute(
+                            "SELECT DISTINCT pg_get_functiondef(tgfoid) FROM pg_trigger "
+                            "WHERE NOT tgisinternal "
+                            "AND tgrelid IN ('jobs'::regclass, 'download_queue'::regclass)"
+                        )
+                    ]
                 with psycopg.connect(self.fresh_db("bench_restore_psql"), autocommit=True) as c:
-                    c.execute(
-                        "CREATE FUNCTION public.update_updated_at_column() RETURNS trigger "
-                        "LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at = CURRENT_TIMESTAMP; "
-                        "RETURN NEW; END; $$"
-                    )
+                    for definition in functions:
+                        c.execute(definition)
                 target = JobManager(restore_dsn)
                 restores = [
                     (

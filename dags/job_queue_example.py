@@ -10,7 +10,10 @@
 2. `work` runs as several mapped task instances at once (dynamic task mapping). Each claims
    jobs with `get_and_lock_job` (`FOR UPDATE SKIP LOCKED`: every job goes to exactly one
    worker), does stand-in work (writes a small file; no external API), and marks each job
-   completed, or failed when the prompt contains the word `fail`.
+   completed, or failed when the prompt contains the word `fail`. `work_seconds` (0 to 60,
+   default 0) makes each job take that long, as a call to a real generation API would: a
+   consumer then holds its claimed job for a while (tests/test_airflow_stack.py kills a
+   Celery worker at that moment).
 3. `report` checks that no job was claimed twice and prints `show_stats()`.
 
 **It never touches production work by default.** The stand-in work marks every pending job of
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import pendulum
@@ -65,10 +69,20 @@ def checked(params) -> dict:
         "conn_id": allowed_conn_id(params.get("conn_id") or allowed()[0], allowed()),
         "job_type": params["job_type"],
         "workers": whole(params, "workers", 1, 32),
+        "work_seconds": seconds(params.get("work_seconds", 0)),
         "output_dir": str(
             confined_path(params.get("output_dir") or out / "job_queue_example", out, "output_dir")
         ),
     }
+
+
+def seconds(value) -> float:
+    """`work_seconds`: a number from 0 to 60 (InvalidArgumentError otherwise)."""
+    from job_manager import InvalidArgumentError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60:
+        raise InvalidArgumentError(f"work_seconds must be a number from 0 to 60, not {value!r}")
+    return float(value)
 
 
 def manager(p: dict, **kwargs):
@@ -94,6 +108,9 @@ def manager(p: dict, **kwargs):
         "job_type": Param("IMAGE_TEST", enum=["IMAGE_TEST", "VIDEO_PROD"]),
         "workers": Param(3, type="integer", minimum=1, maximum=32),
         "output_dir": Param("", type="string", description="empty: $JOB_MANAGER_OUTPUT_DIR/..."),
+        "work_seconds": Param(
+            0, type="number", minimum=0, maximum=60, description="stand-in time per job"
+        ),
         "unique_per_run": Param(
             True,
             type="boolean",
@@ -138,6 +155,8 @@ def job_queue_example():
                     if "fail" in prompt.lower():
                         jm.mark_job_as_failed(job["id"], FAILURE)
                         continue
+                    if p["work_seconds"]:
+                        time.sleep(p["work_seconds"])
                     name = f"job_{job['id']}.txt"
                     fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
                     with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -4,7 +4,7 @@
 #   - Rust (cargo) must be installed (https://rustup.rs); everything else is installed here:
 #   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries,
 #     pgbouncer and openssl (the network tests: PgBouncer in front of the test cluster, TLS
-#     certificates made at test time);
+#     certificates made at test time), chromium (the Airflow UI tests, through Playwright);
 #   - .venv with the tools of requirements-dev.txt (through uv, from PyPI);
 #   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release
 #     --zig --compatibility manylinux2014: a glibc 2.17 abi3 wheel).
@@ -41,8 +41,13 @@ if [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
     missing=()
     command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
     command -v openssl >/dev/null || missing+=(openssl)
+    # The Celery broker of tests/test_airflow_stack.py (docker-compose.yml's redis service).
+    [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
     if [[ ${#missing[@]} -gt 0 ]]; then apt_install "${missing[@]}"; fi
 fi
+# chromium: the Airflow UI tests drive Debian's browser headless through Playwright
+# (tests/test_airflow_ui.py); Playwright's own browser download is not used.
+[[ -x /usr/bin/chromium ]] || apt_install chromium
 if [[ ! -x $PY ]]; then
     say "creating .venv"
     python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }

@@ -47,6 +47,9 @@ pub struct Options {
     /// `pool_mode=transaction`, which cannot keep them: every statement is then sent unnamed,
     /// parsed and executed in one round trip.
     pub prepared_statements: bool,
+    /// The most connections `get_connection()` keeps open (psycopg2, beside the pool);
+    /// `None`: as many as `pool_size`.
+    pub dbapi_pool_size: Option<i128>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             long_io_timeout_s: DEFAULT_LONG_IO_TIMEOUT_S,
             application_name: None,
             prepared_statements: true,
+            dbapi_pool_size: None,
         }
     }
 }
@@ -128,6 +132,7 @@ pub struct Settings {
     pg: postgres::Config,
     redacted: String,
     pool_size: u32,
+    dbapi_pool_size: u32,
     connect_timeout: Duration,
     io_timeout: Duration,
     long_io_timeout: Duration,
@@ -161,6 +166,17 @@ impl Settings {
                     o.pool_size
                 ))
             })?;
+        let dbapi_pool_size = match o.dbapi_pool_size {
+            None => pool_size,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_POOL_SIZE).contains(n))
+                .ok_or_else(|| {
+                    Error::Configuration(format!(
+                        "dbapi_pool_size must be between 1 and {MAX_POOL_SIZE}, got {n}"
+                    ))
+                })?,
+        };
         let connect_timeout = seconds("connect_timeout", o.connect_timeout_s)?;
         let io_timeout = seconds("io_timeout", o.io_timeout_s)?;
         let long_io_timeout = seconds("long_io_timeout", o.long_io_timeout_s)?;
@@ -226,6 +242,7 @@ impl Settings {
             pg,
             redacted,
             pool_size,
+            dbapi_pool_size,
             connect_timeout,
             io_timeout,
             long_io_timeout,
@@ -241,6 +258,11 @@ impl Settings {
 
     pub fn pool_size(&self) -> u32 {
         self.pool_size
+    }
+
+    /// The most connections `get_connection()` keeps open in a process (default `pool_size`).
+    pub fn dbapi_pool_size(&self) -> u32 {
+        self.dbapi_pool_size
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -309,6 +331,93 @@ impl Settings {
             env.push(("PGAPPNAME", name.to_owned()));
         }
         env
+    }
+}
+
+impl Settings {
+    /// libpq's connection keywords for a psycopg2 connection made as the pool's are: hosts,
+    /// ports, database, user, TLS (as [`Settings::libpq_env`]), `connect_timeout`,
+    /// `application_name`, TCP keepalives and `tcp_user_timeout`, and the DSN's `options`.
+    /// The password is among them when there is one: for `psycopg2.connect` only, never to be
+    /// logged or shown.
+    pub fn dbapi_params(&self) -> Vec<(&'static str, String)> {
+        let pg = &self.pg;
+        let join = |items: Vec<String>| items.join(",");
+        let mut out = vec![(
+            "host",
+            join(
+                pg.get_hosts()
+                    .iter()
+                    .map(|h| match h {
+                        Host::Tcp(name) => name.clone(),
+                        #[cfg(unix)]
+                        Host::Unix(path) => path.display().to_string(),
+                    })
+                    .collect(),
+            ),
+        )];
+        if !pg.get_hostaddrs().is_empty() {
+            out.push((
+                "hostaddr",
+                join(pg.get_hostaddrs().iter().map(ToString::to_string).collect()),
+            ));
+        }
+        if !pg.get_ports().is_empty() {
+            out.push((
+                "port",
+                join(pg.get_ports().iter().map(ToString::to_string).collect()),
+            ));
+        }
+        if let Some(db) = pg.get_dbname() {
+            out.push(("dbname", db.to_owned()));
+        }
+        if let Some(user) = pg.get_user() {
+            out.push(("user", user.to_owned()));
+        }
+        if let Some(password) = self.password() {
+            out.push(("password", password.to_owned()));
+        }
+        if let Some(options) = pg.get_options() {
+            out.push(("options", options.to_owned()));
+        }
+        // libpq counts whole seconds (and treats 1 as 2): round up, never down to "forever".
+        let connect = self.connect_timeout.as_secs_f64().ceil().max(1.0);
+        out.push(("connect_timeout", format!("{connect:.0}")));
+        if !self.unix_socket {
+            out.push(("keepalives", u8::from(pg.get_keepalives()).to_string()));
+            out.push((
+                "keepalives_idle",
+                pg.get_keepalives_idle().as_secs().max(1).to_string(),
+            ));
+            if let Some(i) = pg.get_keepalives_interval() {
+                out.push(("keepalives_interval", i.as_secs().max(1).to_string()));
+            }
+            if let Some(n) = pg.get_keepalives_retries() {
+                out.push(("keepalives_count", n.to_string()));
+            }
+            if let Some(t) = pg.get_tcp_user_timeout() {
+                out.push(("tcp_user_timeout", t.as_millis().max(1).to_string()));
+            }
+        }
+        if matches!(
+            pg.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        ) {
+            out.push(("target_session_attrs", "read-write".to_owned()));
+        }
+        // TLS and application_name exactly as pg_dump gets them (PGSSLMODE -> sslmode, ...).
+        for (var, value) in self.libpq_env() {
+            let key = match var {
+                "PGSSLMODE" => "sslmode",
+                "PGSSLROOTCERT" => "sslrootcert",
+                "PGSSLCERT" => "sslcert",
+                "PGSSLKEY" => "sslkey",
+                "PGAPPNAME" => "application_name",
+                _ => continue,
+            };
+            out.push((key, value));
+        }
+        out
     }
 }
 
@@ -724,6 +833,7 @@ fn redact(pg: &postgres::Config, mode: SslMode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -888,6 +998,55 @@ mod tests {
         assert_eq!(s.tls().attempts().count(), 1);
         let s = resolve_test(Some("postgresql://u@h/d?sslmode=allow"), 4, 10.0, no_env).unwrap();
         assert_eq!(s.tls().attempts().count(), 2);
+    }
+
+    #[test]
+    fn dbapi_params_are_libpq_keywords() {
+        let s = resolve_test(
+            Some(
+                "postgresql://bob:hunter2@db1:6543,db2:6544/queue?sslmode=require\
+                 &application_name=rep&keepalives_idle=7&connect_timeout=3",
+            ),
+            4,
+            2.5,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(s.dbapi_pool_size(), 4);
+        let p: HashMap<_, _> = s.dbapi_params().into_iter().collect();
+        assert_eq!(p["host"], "db1,db2");
+        assert_eq!(p["port"], "6543,6544");
+        assert_eq!(p["dbname"], "queue");
+        assert_eq!(p["user"], "bob");
+        assert_eq!(p["password"], "hunter2");
+        assert_eq!(p["sslmode"], "require");
+        assert_eq!(p["application_name"], "rep");
+        // connect_timeout=2.5 (the option wins over the DSN's) rounds up to whole seconds.
+        assert_eq!(p["connect_timeout"], "3");
+        assert_eq!(p["keepalives"], "1");
+        assert_eq!(p["keepalives_idle"], "7");
+        assert_eq!(p["keepalives_interval"], "5");
+        assert_eq!(p["keepalives_count"], "3");
+        assert_eq!(p["tcp_user_timeout"], "30000");
+        assert!(!p.contains_key("sslrootcert"));
+        let s = resolve_test(Some("host=/tmp user=u dbname=d"), 2, 10.0, no_env).unwrap();
+        let p: HashMap<_, _> = s.dbapi_params().into_iter().collect();
+        assert_eq!(p["host"], "/tmp");
+        assert!(!p.contains_key("password") && !p.contains_key("keepalives"));
+        let options = Options {
+            dbapi_pool_size: Some(9),
+            ..Options::default()
+        };
+        let s = Settings::resolve(Some("postgresql://u@h/d"), &options, no_env).unwrap();
+        assert_eq!((s.pool_size(), s.dbapi_pool_size()), (4, 9));
+        for bad in [0, -1, 1001] {
+            let options = Options {
+                dbapi_pool_size: Some(bad),
+                ..Options::default()
+            };
+            let err = Settings::resolve(Some("postgresql://u@h/d"), &options, no_env).unwrap_err();
+            assert!(err.to_string().contains("dbapi_pool_size"), "{err}");
+        }
     }
 
     #[test]

@@ -199,6 +199,19 @@ pub struct DownloadStats {
     pub total_downloaded_size: i64,
 }
 
+/// Downloads per status, nothing else: an index-only scan of `idx_download_queue_status`
+/// (`get_download_stats` also sums sizes and so reads every row).
+pub fn download_counts(pool: &LazyPool) -> Result<BTreeMap<String, i64>> {
+    let rows = pool.run_idempotent(|c| {
+        c.query(
+            "SELECT status, count(*) FROM download_queue GROUP BY status ORDER BY status",
+            &[],
+        )
+        .context("counting downloads")
+    })?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 pub fn get_download_stats(pool: &LazyPool) -> Result<DownloadStats> {
     pool.run_idempotent(|c| {
         let what = "reading download statistics";

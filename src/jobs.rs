@@ -399,42 +399,124 @@ pub fn get_and_lock_job(
     job_type: JobType,
     cursor: &ClaimCursor,
 ) -> Result<Option<ClaimedJob>> {
+    Ok(claim(pool, job_type, cursor, Claim::One)?.pop())
+}
+
+/// The most jobs one batch claim takes.
+pub const MAX_BATCH: i64 = 10_000;
+
+const CLAIM_BATCH: &str = "
+    UPDATE jobs SET status = 'processing', claim_token = $2
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND job_type = $1
+        ORDER BY created_at, id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, prompt_text, job_type, created_at";
+
+const CLAIM_BATCH_AFTER: &str = "
+    UPDATE jobs SET status = 'processing', claim_token = $4
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND job_type = $1 AND (created_at, id) > ($2, $3)
+        ORDER BY created_at, id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, prompt_text, job_type, created_at";
+
+/// Claims up to `limit` of the oldest pending jobs of a type in one statement (one round trip;
+/// two when the scan after this process's previous claim finds fewer than `limit` and the head
+/// of the queue is scanned for the rest). The same guarantees as [`get_and_lock_job`]: SKIP
+/// LOCKED, each job to one caller, a lost reply recovered by the claim's token. The jobs come
+/// back oldest first; an empty list when none is pending.
+pub fn get_and_lock_jobs(
+    pool: &LazyPool,
+    job_type: JobType,
+    cursor: &ClaimCursor,
+    limit: i64,
+) -> Result<Vec<ClaimedJob>> {
+    if !(1..=MAX_BATCH).contains(&limit) {
+        return Err(Error::invalid(format!(
+            "limit must be from 1 to {MAX_BATCH} jobs per claim, got {limit}; claim more in \
+             several calls"
+        )));
+    }
+    claim(pool, job_type, cursor, Claim::Batch(limit))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    /// The single claim's own statements (`get_and_lock_job`, unchanged).
+    One,
+    Batch(i64),
+}
+
+/// The claim of [`get_and_lock_job`] and [`get_and_lock_jobs`]: the statements, the cursor,
+/// and the recovery of a lost reply by the claim's token.
+fn claim(
+    pool: &LazyPool,
+    job_type: JobType,
+    cursor: &ClaimCursor,
+    how: Claim,
+) -> Result<Vec<ClaimedJob>> {
     let start = cursor.start(job_type);
     let token = claim_token()?;
-    let claim = |c: &mut Connection| -> Result<(Option<Row>, bool)> {
-        let what = "claiming a job";
+    let what = match how {
+        Claim::One => "claiming a job",
+        Claim::Batch(_) => "claiming jobs",
+    };
+    let claim = |c: &mut Connection| -> Result<(Vec<Row>, bool)> {
+        let t = job_type.as_str();
+        let mut rows = Vec::new();
         if let Some(p) = start {
-            let row = c
-                .query_opt(
-                    CLAIM_AFTER,
-                    &[&job_type.as_str(), &p.created_at, &p.id, &token],
-                )
-                .context(what)?;
-            if row.is_some() {
-                return Ok((row, false));
+            rows = match how {
+                Claim::One => c
+                    .query_opt(CLAIM_AFTER, &[&t, &p.created_at, &p.id, &token])
+                    .context(what)?
+                    .into_iter()
+                    .collect(),
+                Claim::Batch(n) => c
+                    .query(CLAIM_BATCH_AFTER, &[&t, &p.created_at, &p.id, &token, &n])
+                    .context(what)?,
+            };
+            let wanted = match how {
+                Claim::One => 1,
+                Claim::Batch(n) => n,
+            };
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= wanted {
+                return Ok((rows, false));
             }
         }
-        Ok((
-            c.query_opt(CLAIM, &[&job_type.as_str(), &token])
-                .context(what)?,
-            true,
-        ))
+        let more = match how {
+            Claim::One => c
+                .query_opt(CLAIM, &[&t, &token])
+                .context(what)?
+                .into_iter()
+                .collect(),
+            Claim::Batch(n) => {
+                let rest = n - i64::try_from(rows.len()).unwrap_or(0);
+                c.query(CLAIM_BATCH, &[&t, &token, &rest]).context(what)?
+            }
+        };
+        rows.extend(more);
+        Ok((rows, true))
     };
     let mut outcome = pool.run_outcome(Deadline::Ordinary, claim)?;
     let mut recovered = 0;
-    let (row, full_scan) = loop {
+    let (rows, full_scan) = loop {
         let lost = match outcome {
             Outcome::Done(done) => break done,
             Outcome::Unknown(e) => e,
         };
-        log::warn!("{lost}; looking for the job this claim took");
+        log::warn!("{lost}; looking for the jobs this claim took");
         let found = pool.run_idempotent(|c| {
-            c.query_opt(CLAIMED_WITH, &[&token])
+            c.query(CLAIMED_WITH, &[&token])
                 .context("looking up a claim whose reply was lost")
         })?;
-        if let Some(row) = found {
-            log::info!("the lost claim had taken effect: returning its job");
-            break (Some(row), true);
+        if !found.is_empty() {
+            log::info!("the lost claim had taken effect: returning its jobs");
+            break (found, true);
         }
         recovered += 1;
         if recovered > 2 {
@@ -442,17 +524,147 @@ pub fn get_and_lock_job(
         }
         outcome = pool.run_outcome(Deadline::Ordinary, claim)?;
     };
-    let job = row.map(|r| ClaimedJob {
-        id: r.get(0),
-        prompt_text: r.get(1),
-        job_type: r.get(2),
-        created_at: r.get(3),
-    });
-    cursor.record(job_type, job.as_ref(), full_scan);
-    if let Some(j) = &job {
-        log::info!("claimed job {} ({})", j.id, j.job_type);
+    let mut jobs: Vec<ClaimedJob> = rows
+        .iter()
+        .map(|r| ClaimedJob {
+            id: r.get(0),
+            prompt_text: r.get(1),
+            job_type: r.get(2),
+            created_at: r.get(3),
+        })
+        .collect();
+    // RETURNING follows no order: oldest first, as the claim chose them.
+    jobs.sort_by_key(|j| (j.created_at, j.id));
+    cursor.record(job_type, jobs.last(), full_scan);
+    match jobs.as_slice() {
+        [] => {}
+        [j] => log::info!("claimed job {} ({})", j.id, j.job_type),
+        [first, .., last] => log::info!(
+            "claimed {} jobs ({job_type}), ids {} to {}",
+            jobs.len(),
+            first.id,
+            last.id
+        ),
     }
-    Ok(job)
+    Ok(jobs)
+}
+
+/// Ids given twice in one batch ending: refused, since the two entries could disagree.
+fn check_unique_ids(ids: &[i32]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(Error::invalid(format!(
+            "job id {dup} is given more than once; give each job once per call"
+        )));
+    }
+    Ok(())
+}
+
+/// One batch ending: `sql` takes `$1` ids (int4[]) and `$2` texts (text[]), locks the rows
+/// (`FOR UPDATE` in a subquery, so RETURNING shows each job's status before this update) and
+/// returns `id, old status`. Returns the ids updated, in the order given. Warns, as the single
+/// endings do, for ids with no job, and for jobs that were not `processing` (updated anyway,
+/// as the single endings update them).
+fn end_jobs(
+    pool: &LazyPool,
+    what: &str,
+    sql: &'static str,
+    items: &[(i64, Option<String>)],
+) -> Result<Vec<i32>> {
+    if items.len() > usize::try_from(MAX_BATCH).unwrap_or(usize::MAX) {
+        return Err(Error::invalid(format!(
+            "at most {MAX_BATCH} jobs per call, got {}; split the list",
+            items.len()
+        )));
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut texts: Vec<Option<&str>> = Vec::with_capacity(items.len());
+    for (id, text) in items {
+        ids.push(check_id("job_id", *id)?);
+        check_opt_text("text", text.as_deref())?;
+        texts.push(text.as_deref());
+    }
+    check_unique_ids(&ids)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Setting the same values again changes nothing: safe to repeat after a lost reply.
+    let rows = pool.run_idempotent(|c| c.query(sql, &[&ids, &texts]).context(what))?;
+    let mut old: HashMap<i32, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !old.contains_key(id))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        log::warn!(
+            "jobs {} do not exist; nothing was updated for them ({what})",
+            missing.join(", ")
+        );
+    }
+    let mut elsewhere: Vec<String> = ids
+        .iter()
+        .filter_map(|id| {
+            old.get(id)
+                .filter(|s| s.as_str() != JobStatus::Processing.as_str())
+                .map(|s| format!("{id} ({s})"))
+        })
+        .collect();
+    elsewhere.truncate(100);
+    if !elsewhere.is_empty() {
+        log::warn!(
+            "jobs not in processing were {what} anyway: {}",
+            elsewhere.join(", ")
+        );
+    }
+    let updated: Vec<i32> = ids
+        .into_iter()
+        .filter(|id| old.remove(id).is_some())
+        .collect();
+    log::info!("{} jobs {what}", updated.len());
+    Ok(updated)
+}
+
+const COMPLETE_JOBS: &str = "
+    UPDATE jobs j SET status = 'completed', local_path = COALESCE(o.text, j.local_path)
+    FROM (SELECT x.id, x.status, u.text
+          FROM unnest($1::int4[], $2::text[]) AS u(id, text)
+          JOIN jobs x ON x.id = u.id
+          FOR UPDATE OF x) AS o
+    WHERE j.id = o.id
+    RETURNING j.id, o.status";
+
+const FAIL_JOBS: &str = "
+    UPDATE jobs j SET status = 'failed', error_message = o.text
+    FROM (SELECT x.id, x.status, u.text
+          FROM unnest($1::int4[], $2::text[]) AS u(id, text)
+          JOIN jobs x ON x.id = u.id
+          FOR UPDATE OF x) AS o
+    WHERE j.id = o.id
+    RETURNING j.id, o.status";
+
+/// Marks many jobs completed in one statement, each with its `local_path` (kept as it was
+/// where `None`). Returns the ids updated.
+pub fn mark_jobs_completed(pool: &LazyPool, items: &[(i64, Option<String>)]) -> Result<Vec<i32>> {
+    end_jobs(pool, "marked completed", COMPLETE_JOBS, items)
+}
+
+/// Marks many jobs failed in one statement, each with its error message. Returns the ids
+/// updated.
+pub fn mark_jobs_failed(pool: &LazyPool, items: &[(i64, Option<String>)]) -> Result<Vec<i32>> {
+    end_jobs(pool, "marked failed", FAIL_JOBS, items)
+}
+
+/// Whether a job of this type is pending now (what a waiter checks before and after waking).
+pub fn has_pending(pool: &LazyPool, job_type: JobType) -> Result<bool> {
+    pool.run_idempotent(|c| {
+        Ok(c.query_one(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'pending' AND job_type = $1)",
+            &[&job_type.as_str()],
+        )
+        .context("looking for pending jobs")?
+        .get(0))
+    })
 }
 
 /// Runs one single-row UPDATE by job id; `true` when the job exists.
@@ -598,6 +810,16 @@ macro_rules! stuck {
     };
 }
 
+/// Checks the age threshold shared by `reset_stuck_jobs` and its dry run.
+fn check_older_than(older_than_seconds: f64) -> Result<()> {
+    if !(older_than_seconds.is_finite() && older_than_seconds >= 0.0) {
+        return Err(Error::invalid(format!(
+            "older_than_seconds must be zero or more, got {older_than_seconds}"
+        )));
+    }
+    Ok(())
+}
+
 /// Puts jobs that have been `processing` for longer than `older_than_seconds` back to
 /// `pending`; returns how many.
 pub fn reset_stuck_jobs(
@@ -605,11 +827,7 @@ pub fn reset_stuck_jobs(
     job_type: Option<JobType>,
     older_than_seconds: f64,
 ) -> Result<u64> {
-    if !(older_than_seconds.is_finite() && older_than_seconds >= 0.0) {
-        return Err(Error::invalid(format!(
-            "older_than_seconds must be zero or more, got {older_than_seconds}"
-        )));
-    }
+    check_older_than(older_than_seconds)?;
     let job_type = job_type.map(JobType::as_str);
     let n = pool.run(|c| {
         c.execute(
@@ -628,11 +846,7 @@ pub fn count_stuck_jobs(
     job_type: Option<JobType>,
     older_than_seconds: f64,
 ) -> Result<u64> {
-    if !(older_than_seconds.is_finite() && older_than_seconds >= 0.0) {
-        return Err(Error::invalid(format!(
-            "older_than_seconds must be zero or more, got {older_than_seconds}"
-        )));
-    }
+    check_older_than(older_than_seconds)?;
     let job_type = job_type.map(JobType::as_str);
     let n: i64 = pool.run_idempotent(|c| {
         Ok(c.query_one(

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod stats;
 pub mod transport;
 pub mod unnamed;
+pub mod wait;
 
 #[cfg(feature = "python")]
 mod bindings;

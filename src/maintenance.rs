@@ -438,9 +438,8 @@ fn queue_health(
             .query_one(
                 "SELECT count(*) FILTER (WHERE status = 'pending'),
                         count(*) FILTER (WHERE status = 'failed'),
-                        count(*) FILTER (WHERE status IN ('pending', 'failed')
-                                           AND attempts >= max_attempts)
-                 FROM download_queue",
+                        count(*) FILTER (WHERE attempts >= max_attempts)
+                 FROM download_queue WHERE status IN ('pending', 'failed')",
                 &[],
             )
             .context(what)?;

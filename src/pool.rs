@@ -131,6 +131,14 @@ impl Connection {
         &mut self.client
     }
 
+    /// Starts a new deadline on this connection's transport (see [`IoState::arm`]); for
+    /// connections of their own, such as a waiter's LISTEN connection.
+    pub fn arm(&self, timeout: Duration) {
+        if let Some(io) = &self.io {
+            io.arm(timeout);
+        }
+    }
+
     fn written(&self) -> Option<u64> {
         self.io.as_ref().map(|io| io.written())
     }
@@ -405,6 +413,30 @@ impl LazyPool {
             }
             Error::Database(m) => Error::Unavailable(m),
             other => other,
+        }
+    }
+
+    /// A connection of its own, outside the pool (a waiter's LISTEN connection), opened as
+    /// the pool's are and bounded by `connect_timeout`; its errors are classified as the
+    /// pool's first connection's.
+    pub fn open_dedicated(&self) -> Result<Connection> {
+        let settings = self.settings.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("job_manager-connect".into())
+            .spawn(move || {
+                let _ = tx.send(open(&settings));
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start a connect thread: {e}")))?;
+        let timeout = self.settings.connect_timeout();
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.connect_error(&e)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "no answer from {} within {:.1}s (connect_timeout)",
+                self.settings.redacted_dsn(),
+                timeout.as_secs_f64()
+            ))),
         }
     }
 

@@ -235,15 +235,23 @@ class Bouncer:
 
 
 def start_pgbouncer(
-    base: Path, server_port: int, user: str, password: str, pool_mode: str
+    base: Path,
+    server_port: int,
+    user: str,
+    password: str,
+    pool_mode: str,
+    users: dict[str, str] | None = None,
+    pool_size: int = 10,
 ) -> Bouncer:
-    """Debian's pgbouncer in front of the test cluster, as a non-root user, on a free port."""
+    """Debian's pgbouncer in front of the test cluster, as a non-root user, on a free port.
+    `users`: more logins (name: password) it accepts; `pool_size`: its default_pool_size."""
     exe = find_pgbouncer()
     if exe is None:
         raise RuntimeError("pgbouncer is not installed (scripts/bootstrap.sh installs it)")
     base.mkdir(parents=True, exist_ok=True)
     port = pgcluster._free_port()
-    (base / "userlist.txt").write_text(f'"{user}" "{password}"\n')
+    logins = {user: password, **(users or {})}
+    (base / "userlist.txt").write_text("".join(f'"{u}" "{p}"\n' for u, p in logins.items()))
     (base / "pgbouncer.ini").write_text(
         f"""[databases]
 * = host=127.0.0.1 port={server_port}
@@ -256,7 +264,7 @@ auth_type = scram-sha-256
 auth_file = {base}/userlist.txt
 pool_mode = {pool_mode}
 max_client_conn = 200
-default_pool_size = 10
+default_pool_size = {pool_size}
 ignore_startup_parameters = extra_float_digits,options
 logfile = {base}/pgbouncer.log
 admin_users = {user}

@@ -168,6 +168,7 @@ def test_dagbag_parses_every_dag_without_touching_a_database(
         "job_manager_backup",
         "job_manager_init",
         "job_manager_maintenance",
+        "job_queue_deferrable_example",
         "job_queue_example",
     ]
     time.sleep(0.2)
@@ -185,8 +186,11 @@ def test_init_dag(
         "V3__queue_indexes_and_error_message",
         "V4__queue_autovacuum",
         "V5__claim_token",
+        "V6__notify_pending",
+        "V7__dashboard_indexes",
     ]
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 5
+    applied = first["xcom"]["apply_missing"]
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == len(applied)
     again = run_dag(airflow_python, airflow_home, dsn, "job_manager_init")
     assert again["state"] == "success"
     assert again["xcom"]["apply_missing"] == []
@@ -457,6 +461,8 @@ EXAMPLE_ATTACKS = [
     {"prompts_file": "ok.txt", "conn_id": "other_db"},
     {"prompts_file": "ok.txt", "conn_id": "job_manager_db"},  # production, not opted in
     {"prompts_file": "ok.txt", "workers": 1000},
+    {"prompts_file": "ok.txt", "work_seconds": 1e9},  # a consumer that would sleep for years
+    {"prompts_file": "ok.txt", "work_seconds": -1},
 ]
 
 

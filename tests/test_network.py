@@ -414,7 +414,16 @@ def test_backups_and_restores_use_long_io_timeout(dsn: str, tmp_path: Path) -> N
     assert short.restore_database(info.path, safety_backup=False) is not None
     assert short.backup_database(tmp_path / "b2").rows["jobs"] == 60_000
     short.close()
+    # The server's silence made certain, not left to the machine's speed: another session holds
+    # a lock on jobs for 1 s, so the restore's first statement on it waits that long unanswered.
     both_short = JobManager(dsn, io_timeout=0.05, long_io_timeout=0.05)
-    with pytest.raises(DatabaseUnavailableError, match="long_io_timeout"):
-        both_short.restore_database(info.path, safety_backup=False)
+    with psycopg.connect(dsn) as locker:
+        locker.execute("LOCK TABLE jobs IN ACCESS SHARE MODE")
+        release = threading.Timer(1.0, locker.rollback)
+        release.start()
+        try:
+            with pytest.raises(DatabaseUnavailableError, match="long_io_timeout"):
+                both_short.restore_database(info.path, safety_backup=False)
+        finally:
+            release.join()
     both_short.close()

@@ -200,3 +200,31 @@ def test_session_pooling_keeps_the_prepared_fast_path(
     assert jm.prepared_statements is True
     exercise(jm, db, tmp_path)
     jm.close()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_get_connection_through_pgbouncer(
+    request: pytest.FixtureRequest, mode: str, dsn: str, db: psycopg.Connection
+) -> None:
+    """#21: get_connection()'s psycopg2 connections through PgBouncer: the replaced code's
+    claim runs; in transaction pooling no session SET is made (it would follow the server
+    connection to other clients), in session pooling statement_timeout is io_timeout."""
+    bouncer = request.getfixturevalue(f"{mode}_bouncer")
+    transaction = mode == "transaction"
+    jm = JobManager(through(bouncer, dsn), prepared_statements=not transaction, io_timeout=20)
+    jm.init_database()
+    job = jm.add_job(f"through {mode}", "VIDEO_PROD")
+    claim = (
+        "UPDATE jobs SET status = 'processing' WHERE id = (SELECT id FROM jobs WHERE status = "
+        "'pending' AND job_type = %s ORDER BY created_at ASC LIMIT 1 FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, prompt_text, job_type, created_at"
+    )
+    for _ in range(3):
+        with jm.get_connection() as conn, conn.cursor() as cur:
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchone() == ("0" if transaction else "20s",)
+    with jm.get_connection() as conn, conn.cursor() as cur:
+        cur.execute(claim, ("VIDEO_PROD",))
+        assert cur.fetchone()[:3] == (job, f"through {mode}", "VIDEO_PROD")
+    assert scalar(db, "SELECT status FROM jobs WHERE id = %s", job) == "processing"
+    jm.close()

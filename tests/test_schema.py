@@ -18,6 +18,8 @@ ALL = [
     "V3__queue_indexes_and_error_message",
     "V4__queue_autovacuum",
     "V5__claim_token",
+    "V6__notify_pending",
+    "V7__dashboard_indexes",
 ]
 
 # psql \d of the oldest production layout (fixtures/veo3-legacy/old_jobs_structure.txt).
@@ -105,6 +107,8 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
         (3, "queue_indexes_and_error_message", 64, True),
         (4, "queue_autovacuum", 64, True),
         (5, "claim_token", 64, True),
+        (6, "notify_pending", 64, True),
+        (7, "dashboard_indexes", 64, True),
     ]
     assert columns(db, "jobs") == [
         "id",
@@ -131,7 +135,7 @@ def test_init_creates_everything_then_nothing(bare_jm: JobManager, db: psycopg.C
     } <= indexes
     triggers = {r[0] for r in db.execute("SELECT tgname FROM pg_trigger").fetchall()}
     assert {"update_jobs_updated_at", "update_download_queue_updated_at"} <= triggers
-    assert job_manager.SCHEMA_VERSION == 5
+    assert job_manager.SCHEMA_VERSION == 7
 
 
 def test_constraints_of_the_last_layout(jm: JobManager, db: psycopg.Connection) -> None:
@@ -311,7 +315,7 @@ def test_sixteen_processes_init_at_once(dsn: str, db: psycopg.Connection) -> Non
     assert errors == []
     applied = [o[1] for o in outcomes if o[1]]
     assert applied == [ALL], "exactly one process applies the migrations"
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == 5
+    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == len(ALL)
     assert scalar(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'jobs'") == 1
 
 

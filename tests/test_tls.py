@@ -244,3 +244,22 @@ def test_a_silent_tls_connection_is_bounded_by_io_timeout(tls: TlsServer) -> Non
         assert time.monotonic() - started < 1 + 1 + 1.5
     finally:
         proxy.close()
+
+
+def test_get_connection_uses_the_same_tls_settings(tls: TlsServer) -> None:
+    """#21: get_connection()'s psycopg2 connections verify the server as the pool does, and a
+    wrong CA is the same typed error, without the password."""
+    jm = JobManager(
+        tls.url(sslmode="verify-full", sslrootcert=str(tls.certs.ca)), application_name="gc-vf"
+    )
+    with jm.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == (True,)
+        assert conn.get_dsn_parameters()["sslmode"] == "verify-full"
+    jm.close()
+    wrong = JobManager(
+        tls.url(sslmode="verify-full", sslrootcert=str(tls.certs.other_ca)), connect_timeout=5
+    )
+    with pytest.raises(ConfigurationError, match="certificate verify failed") as info:
+        wrong.get_connection().__enter__()
+    assert tls.cluster.password not in str(info.value)

@@ -2,8 +2,9 @@
 
 import datetime
 import os
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Literal, TypedDict, final
+from typing import Any, Literal, TypedDict, final
 
 from typing_extensions import Self
 
@@ -64,6 +65,17 @@ class DownloadStats(TypedDict):
     by_status: dict[str, StatusTotals]
     by_type: dict[str, dict[str, int]]
     summary: DownloadSummary
+
+class ThroughputBucket(TypedDict):
+    start: str
+    """The bucket's start, ISO 8601 in the database's local time (like ``created_at``)."""
+    added: int
+    completed: int
+    failed: int
+
+class Throughput(TypedDict):
+    granularity: Literal["hour", "day"]
+    buckets: list[ThroughputBucket]
 
 StrPath = str | os.PathLike[str]
 
@@ -276,6 +288,7 @@ class JobManager:
         long_io_timeout: float = 3600.0,
         application_name: str | None = None,
         prepared_statements: bool = True,
+        dbapi_pool_size: int | None = None,
     ) -> Self: ...
     @property
     def dsn(self) -> str:
@@ -283,6 +296,10 @@ class JobManager:
         ``prefer``), the password shown as ``***``."""
     @property
     def pool_size(self) -> int: ...
+    @property
+    def dbapi_pool_size(self) -> int:
+        """The most connections ``get_connection()`` keeps open in this process (default:
+        ``pool_size``), beside the pool's own."""
     @property
     def connect_timeout(self) -> float: ...
     @property
@@ -301,8 +318,29 @@ class JobManager:
         tb: TracebackType | None,
     ) -> bool: ...
     def close(self) -> None:
-        """Close this process's connections; the next call opens a new pool."""
+        """Close this process's connections (``get_connection()``'s idle ones too, and those
+        lent out when they come back); the next call opens a new pool."""
     def pool_status(self) -> PoolStatus: ...
+    def get_connection(self) -> AbstractContextManager[Any]:
+        """A context manager lending a psycopg2 connection (``pip install
+        'job_manager[dbapi]'``) made from this JobManager's settings (DSN, TLS,
+        connect_timeout, application_name, keepalives; ``statement_timeout`` = ``io_timeout``
+        unless ``prepared_statements=False``), for the replaced system's own SQL::
+
+            with jm.get_connection() as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT ... WHERE job_type = %s", ("IMAGE_TEST",))
+
+        The block ends normally: commit; it raises: rollback, and the exception goes on. The
+        connection then goes back to a pool of at most ``dbapi_pool_size`` per process (closed
+        instead when broken, closed by the block, or left in an unknown state); a forked child
+        never uses its parent's. Errors inside the block are psycopg2's.
+
+        Raises:
+            ConfigurationError: psycopg2 is not installed, or the server refused the login.
+            DatabaseUnavailableError: the server cannot be reached, or all
+                ``dbapi_pool_size`` connections stayed lent for ``connect_timeout`` seconds.
+        """
 
     # -- schema -----------------------------------------------------------------------------
     def check_table_exists(self, table_name: str = "jobs") -> bool:
@@ -348,6 +386,31 @@ class JobManager:
         Repeated claims on one JobManager continue after its previous claim (skipping the
         index entries of claimed jobs); a job re-queued behind that point is claimed when the
         jobs after it run out, or within 1,000 claims."""
+    def get_and_lock_jobs(self, job_type: JobType | str, limit: int) -> list[ClaimedJob]:
+        """Claim up to ``limit`` (1 to 10,000) of the oldest pending jobs of a type in one round
+        trip, with the guarantees of ``get_and_lock_job``; oldest first, ``[]`` when none is
+        pending."""
+    def mark_jobs_as_completed(self, jobs: list[tuple[int, str | None]]) -> list[int]:
+        """Mark many jobs completed in one round trip: ``[(job_id, local_path or None), ...]``
+        (None keeps the job's local_path). Returns the ids marked, in the order given; ids
+        with no job, and jobs that were not ``processing``, are logged as warnings."""
+    def mark_jobs_as_failed(self, jobs: list[tuple[int, str | None]]) -> list[int]:
+        """Mark many jobs failed in one round trip: ``[(job_id, error_message or None), ...]``.
+        Returns the ids marked, in the order given; ids with no job, and jobs that were not
+        ``processing``, are logged as warnings."""
+    def wait_for_job(self, job_type: JobType | str, timeout: float) -> bool:
+        """Block (GIL released) until a job of this type is pending, or ``timeout`` seconds pass:
+        ``True`` when one is pending. Woken by LISTEN/NOTIFY (polling with backoff when
+        ``prepared_statements=False``); Ctrl-C ends it within 0.2 s."""
+    def wait_and_lock_job(self, job_type: JobType | str, timeout: float) -> ClaimedJob | None:
+        """``get_and_lock_job`` that waits (GIL released, as ``wait_for_job``) up to ``timeout``
+        seconds for a job to claim; ``None`` when none came."""
+    def wait_and_lock_jobs(
+        self, job_type: JobType | str, limit: int, timeout: float
+    ) -> list[ClaimedJob]:
+        """``get_and_lock_jobs`` that waits (GIL released, as ``wait_for_job``) up to ``timeout``
+        seconds for at least one job; returns what one claim took then (up to ``limit``), or
+        ``[]``."""
     def mark_job_as_completed(
         self, job_id: int, local_path: str | None = None, gcs_uri: str | None = None
     ) -> bool:
@@ -387,6 +450,12 @@ class JobManager:
         """Move a download to ``status``; ``completed`` also completes its job, atomically.
         ``False`` when the download does not exist."""
     def get_download_stats(self) -> DownloadStats: ...
+    def download_counts(self) -> dict[str, int]:
+        """``{status: count}`` of the download queue, nothing else (an index-only scan)."""
+    def throughput(self, granularity: Literal["hour", "day"] = "hour") -> Throughput:
+        """Jobs added and finished (completed / failed) per hour over the last 24 hours
+        (``granularity="hour"``) or per day over the last 30 days (``"day"``), oldest first,
+        every bucket present. Read-only; each half is an index range scan."""
     def cleanup_old_downloads(self, days: int = 7, *, dry_run: bool = False) -> int:
         """Delete completed downloads older than ``days``; return how many. With ``dry_run``,
         delete nothing and return how many it would delete."""

@@ -106,7 +106,7 @@ def _prog() -> str:
 DESCRIPTION = """\
 Manage the PostgreSQL job queue of job_manager.
 
-queue:        add, stats, reset, init
+queue:        add, stats, reset, init, claim
 backups:      backup, verify, restore, import, list-backups, cleanup-backups, dump
 upkeep:       maintain, cleanup-logs, health, size
 
@@ -169,6 +169,31 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("init", help="create or migrate the schema (only what is missing)")
+
+    claim = sub.add_parser(
+        "claim",
+        help="claim pending jobs (they become processing); one JSON line per job",
+        description="Claim up to --batch of the oldest pending jobs of --type and print each as "
+        "one JSON line (id, prompt_text, job_type, created_at) on stdout, for scripts. With "
+        "--wait, wait up to SECONDS for jobs to arrive (woken by LISTEN/NOTIFY). Prints "
+        "nothing when no job was claimed; the exit status is 0 either way.",
+    )
+    claim.add_argument("--type", "-t", choices=JOB_TYPES, required=True, help="job type")
+    claim.add_argument(
+        "--batch",
+        "-n",
+        type=_number(1, 10_000, whole=True),
+        default=1,
+        metavar="N",
+        help="claim up to N jobs in one round trip (1 to 10000, default 1)",
+    )
+    claim.add_argument(
+        "--wait",
+        type=_number(0, 30 * 86_400),
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for a job when none is pending (default 0: do not wait)",
+    )
 
     def backup_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -394,6 +419,8 @@ def _run(args: argparse.Namespace) -> Any:
     if args.action == "reset":
         n = jm.reset_stuck_jobs(args.job_type_filter, args.older_than)
         return {"reset": n}, f"reset {n} stuck jobs"
+    if args.action == "claim":
+        return _claim(jm, args)
     if args.action == "init":
         applied = jm.init_database()
         text = (
@@ -403,6 +430,19 @@ def _run(args: argparse.Namespace) -> Any:
         )
         return {"applied": applied, "schema_version": SCHEMA_VERSION}, text
     return _run_maintenance_command(args)
+
+
+def _claim(jm: JobManager, args: argparse.Namespace) -> Any:
+    """Claims and prints one JSON line per job as soon as they are claimed."""
+    if args.wait > 0:
+        jobs = jm.wait_and_lock_jobs(args.type, args.batch, args.wait)
+    else:
+        jobs = jm.get_and_lock_jobs(args.type, args.batch)
+    for job in jobs:
+        created = job["created_at"]
+        line = {**job, "created_at": created.isoformat() if created is not None else None}
+        print(json.dumps(line, ensure_ascii=False, sort_keys=True), flush=True)
+    return None, None
 
 
 def _add_file(jm: JobManager, args: argparse.Namespace) -> Any:

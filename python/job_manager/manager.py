@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from job_manager import _internal
-from job_manager._airflow_connection import dsn_from_connection
+from job_manager._airflow_connection import settings_from_connection
 
 
 class JobManager(_internal.JobManager):
@@ -20,6 +20,7 @@ class JobManager(_internal.JobManager):
     @classmethod
     def from_airflow_connection(cls, conn_id: str = "job_manager_db", **kwargs: Any) -> JobManager:
         """A JobManager on the database of an Airflow Connection (host, port, login, password,
-        schema). Imports Airflow only now: job_manager does not depend on it."""
-
-        return cls(dsn_from_connection(conn_id), **kwargs)
+        schema; libpq parameters and ``prepared_statements`` from its extras, which ``kwargs``
+        override). Imports Airflow only now: job_manager does not depend on it."""
+        dsn, options = settings_from_connection(conn_id)
+        return cls(dsn, **{**options, **kwargs})

@@ -23,9 +23,15 @@ use crate::errors::{Error, Result};
 use crate::model::LEGACY_STATUS_MAP;
 use crate::pool::Context;
 
-/// The triggers job_manager's schema puts on its tables (BEFORE UPDATE: a restore's COPY
-/// never fires them).
-const OUR_TRIGGERS: [&str; 2] = ["update_jobs_updated_at", "update_download_queue_updated_at"];
+/// The triggers job_manager's schema puts on its tables. A restore's COPY fires only
+/// `job_manager_notify_insert` (V6), which sends one NOTIFY per job type at COMMIT: waiting
+/// consumers wake for the restored pending jobs, and no row is changed.
+const OUR_TRIGGERS: [&str; 4] = [
+    "update_jobs_updated_at",
+    "update_download_queue_updated_at",
+    "job_manager_notify_insert",
+    "job_manager_notify_requeue",
+];
 
 /// Starts the restore's transaction: session settings pinned as the backup's were, a bound on
 /// lock waits, and the owned tables locked so nothing can change the checks below.

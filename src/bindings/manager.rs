@@ -2,6 +2,7 @@
 //! GIL for everything that can block (pool checkout, connect, queries), and converts the result.
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::backup::{BackupInfo, RestoreInfo};
@@ -17,7 +18,7 @@ use crate::maintenance::{self as upkeep, Thresholds};
 use crate::model::{DownloadStatus, FileType, JobType};
 use crate::pool::{LazyPool, PoolState};
 use crate::schema::{self, InitOptions};
-use crate::{backup, downloads, jobs, stats};
+use crate::{backup, downloads, jobs, stats, wait};
 
 /// A job queue in PostgreSQL. Construction does no I/O; the pool opens on first use.
 #[pyclass(
@@ -29,6 +30,9 @@ use crate::{backup, downloads, jobs, stats};
 pub struct JobManager {
     pool: LazyPool,
     cursor: jobs::ClaimCursor,
+    /// `get_connection()`'s psycopg2 pool (`job_manager._dbapi.Pool`), made on first use.
+    dbapi: PyOnceLock<Py<PyAny>>,
+    listeners: wait::ListenerSlot,
 }
 
 /// Connections of a `JobManager`'s pool in this process.
@@ -76,8 +80,75 @@ fn job_type(text: &Text) -> PyResult<JobType> {
     Ok(JobType::parse(text.as_str())?)
 }
 
+/// The longest wait accepted (30 days), in seconds.
+const MAX_WAIT_S: f64 = 30.0 * 86_400.0;
+
+/// A wait's timeout: zero (one check) up to [`MAX_WAIT_S`].
+fn wait_timeout(timeout: f64) -> PyResult<std::time::Duration> {
+    if timeout.is_finite() && (0.0..=MAX_WAIT_S).contains(&timeout) {
+        return Ok(std::time::Duration::from_secs_f64(timeout));
+    }
+    Err(crate::errors::Error::invalid(format!(
+        "timeout must be a number of seconds from 0 to {MAX_WAIT_S} (30 days), got {timeout}"
+    ))
+    .into())
+}
+
+/// The entries of a batch ending: `(job_id, text or None)`.
+fn endings(items: Vec<(Count, Option<Text>)>) -> Vec<(i64, Option<String>)> {
+    items
+        .into_iter()
+        .map(|(id, t)| (id.0, t.map(|t| t.0)))
+        .collect()
+}
+
 fn texts(values: &[Text]) -> Vec<String> {
     values.iter().map(|t| t.0.clone()).collect()
+}
+
+impl JobManager {
+    /// Runs a wait (see `wait::wait_for`) with the GIL released, taking it back between slices
+    /// to look for Ctrl-C: a pending KeyboardInterrupt ends the wait and is raised.
+    fn wait<T: Send>(
+        &self,
+        py: Python<'_>,
+        job_type: JobType,
+        timeout: std::time::Duration,
+        attempt: impl FnMut() -> crate::errors::Result<Option<T>> + Send,
+    ) -> PyResult<Option<T>> {
+        let threading = py.import("threading")?;
+        let main = threading
+            .call_method0("main_thread")?
+            .is(&threading.call_method0("current_thread")?);
+        let slice = if main { wait::SLICE } else { wait::LONG_SLICE };
+        let mut signal: Option<PyErr> = None;
+        let waited = py.detach(|| {
+            wait::wait_for(
+                &self.pool,
+                &self.listeners,
+                job_type,
+                timeout,
+                slice,
+                attempt,
+                || {
+                    Python::attach(|py| match py.check_signals() {
+                        Ok(()) => false,
+                        Err(e) => {
+                            signal = Some(e);
+                            true
+                        }
+                    })
+                },
+            )
+        })?;
+        match waited {
+            wait::Waited::Got(v) => Ok(Some(v)),
+            wait::Waited::TimedOut => Ok(None),
+            wait::Waited::Interrupted => Err(signal.unwrap_or_else(|| {
+                pyo3::exceptions::PyKeyboardInterrupt::new_err("the wait was interrupted")
+            })),
+        }
+    }
 }
 
 #[pymethods]
@@ -92,7 +163,8 @@ impl JobManager {
         long_io_timeout=None,
         application_name=None,
         prepared_statements=true,
-    ), text_signature = "(dsn=None, *, pool_size=4, connect_timeout=10.0, io_timeout=30.0, long_io_timeout=3600.0, application_name=None, prepared_statements=True)")]
+        dbapi_pool_size=None,
+    ), text_signature = "(dsn=None, *, pool_size=4, connect_timeout=10.0, io_timeout=30.0, long_io_timeout=3600.0, application_name=None, prepared_statements=True, dbapi_pool_size=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dsn: Option<Text>,
@@ -102,6 +174,7 @@ impl JobManager {
         long_io_timeout: Option<&Bound<'_, PyAny>>,
         application_name: Option<Text>,
         prepared_statements: bool,
+        dbapi_pool_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let defaults = Options::default();
         let options = Options {
@@ -122,12 +195,17 @@ impl JobManager {
             )?,
             application_name: application_name.map(|t| t.0),
             prepared_statements,
+            dbapi_pool_size: dbapi_pool_size
+                .map(|v| config_int("dbapi_pool_size", v))
+                .transpose()?,
         };
         let settings =
             Settings::resolve(opt_str(dsn.as_ref()), &options, |k| std::env::var(k).ok())?;
         Ok(JobManager {
             pool: LazyPool::new(settings),
             cursor: jobs::ClaimCursor::default(),
+            dbapi: PyOnceLock::new(),
+            listeners: wait::ListenerSlot::default(),
         })
     }
 
@@ -152,6 +230,12 @@ impl JobManager {
     /// The most connections this JobManager's pool opens.
     fn pool_size(&self) -> u32 {
         self.pool.settings().pool_size()
+    }
+
+    #[getter]
+    /// The most connections `get_connection()` keeps open in this process (default: pool_size).
+    fn dbapi_pool_size(&self) -> u32 {
+        self.pool.settings().dbapi_pool_size()
     }
 
     #[getter]
@@ -189,14 +273,52 @@ impl JobManager {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
-        self.close(py);
-        false
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
     }
 
-    /// Closes this process's connections; the next call opens a new pool.
-    fn close(&self, py: Python<'_>) {
-        py.detach(|| self.pool.close());
+    /// Closes this process's connections (`get_connection()`'s idle ones too, and those lent
+    /// out when they come back); the next call opens a new pool.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(dbapi) = self.dbapi.get(py) {
+            dbapi.bind(py).call_method0("close")?;
+        }
+        py.detach(|| {
+            self.listeners.close();
+            self.pool.close();
+        });
+        Ok(())
+    }
+
+    /// A context manager lending a psycopg2 connection made from this JobManager's settings
+    /// (see `job_manager._dbapi`): commit when the block ends, rollback on an exception, and
+    /// the connection goes back to a pool of at most `dbapi_pool_size`.
+    fn get_connection<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let dbapi = this.dbapi.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+            let s = this.pool.settings();
+            let params = PyDict::new(py);
+            for (key, value) in s.dbapi_params() {
+                params.set_item(key, value)?;
+            }
+            // The bound the queue's own calls have, as a server-side statement_timeout; not
+            // behind PgBouncer in transaction pooling (a SET would follow the server
+            // connection to other clients).
+            let statement_timeout_ms = s
+                .prepared_statements()
+                .then(|| u64::try_from(s.io_timeout().as_millis()).unwrap_or(u64::MAX));
+            let pool = py.import("job_manager._dbapi")?.getattr("Pool")?.call1((
+                params,
+                s.dbapi_pool_size(),
+                s.connect_timeout().as_secs_f64(),
+                s.redacted_dsn(),
+                statement_timeout_ms,
+            ))?;
+            Ok(pool.unbind())
+        })?;
+        dbapi.bind(py).call_method0("connection")
     }
 
     /// The pool's state: whether it is open, its size, connections idle and in use.
@@ -322,6 +444,105 @@ impl JobManager {
         let t = self::job_type(&job_type)?;
         let job = py.detach(|| jobs::get_and_lock_job(&self.pool, t, &self.cursor))?;
         job.map(|j| claimed_dict(py, &j)).transpose()
+    }
+
+    /// Claim up to ``limit`` (1 to 10,000) of the oldest pending jobs of a type in one round
+    /// trip, with the guarantees of ``get_and_lock_job``; oldest first, ``[]`` when none is
+    /// pending.
+    fn get_and_lock_jobs<'py>(
+        &self,
+        py: Python<'py>,
+        job_type: Text,
+        limit: Count,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let t = self::job_type(&job_type)?;
+        let claimed =
+            py.detach(|| jobs::get_and_lock_jobs(&self.pool, t, &self.cursor, limit.0))?;
+        let list = PyList::empty(py);
+        for j in &claimed {
+            list.append(claimed_dict(py, j)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Mark many jobs completed in one round trip: ``[(job_id, local_path or None), ...]``
+    /// (None keeps the job's local_path). Returns the ids marked, in the order given; ids
+    /// with no job, and jobs that were not ``processing``, are logged as warnings.
+    fn mark_jobs_as_completed(
+        &self,
+        py: Python<'_>,
+        jobs: Vec<(Count, Option<Text>)>,
+    ) -> PyResult<Vec<i32>> {
+        let items = endings(jobs);
+        Ok(py.detach(|| jobs::mark_jobs_completed(&self.pool, &items))?)
+    }
+
+    /// Mark many jobs failed in one round trip: ``[(job_id, error_message or None), ...]``.
+    /// Returns the ids marked, in the order given; ids with no job, and jobs that were not
+    /// ``processing``, are logged as warnings.
+    fn mark_jobs_as_failed(
+        &self,
+        py: Python<'_>,
+        jobs: Vec<(Count, Option<Text>)>,
+    ) -> PyResult<Vec<i32>> {
+        let items = endings(jobs);
+        Ok(py.detach(|| jobs::mark_jobs_failed(&self.pool, &items))?)
+    }
+
+    /// Block (GIL released) until a job of this type is pending, or ``timeout`` seconds pass:
+    /// ``True`` when one is pending. Woken by LISTEN/NOTIFY (polling with backoff when
+    /// ``prepared_statements=False``); Ctrl-C ends it within 0.2 s.
+    fn wait_for_job(&self, py: Python<'_>, job_type: Text, timeout: f64) -> PyResult<bool> {
+        let t = self::job_type(&job_type)?;
+        let timeout = wait_timeout(timeout)?;
+        let found = self.wait(py, t, timeout, || {
+            Ok(jobs::has_pending(&self.pool, t)?.then_some(()))
+        })?;
+        Ok(found.is_some())
+    }
+
+    /// ``get_and_lock_job`` that waits (GIL released, as ``wait_for_job``) up to ``timeout``
+    /// seconds for a job to claim; ``None`` when none came.
+    fn wait_and_lock_job<'py>(
+        &self,
+        py: Python<'py>,
+        job_type: Text,
+        timeout: f64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let t = self::job_type(&job_type)?;
+        let timeout = wait_timeout(timeout)?;
+        let job = self.wait(py, t, timeout, || {
+            jobs::get_and_lock_job(&self.pool, t, &self.cursor)
+        })?;
+        job.map(|j| claimed_dict(py, &j)).transpose()
+    }
+
+    /// ``get_and_lock_jobs`` that waits (GIL released, as ``wait_for_job``) up to ``timeout``
+    /// seconds for at least one job; returns what one claim took then (up to ``limit``), or
+    /// ``[]``.
+    fn wait_and_lock_jobs<'py>(
+        &self,
+        py: Python<'py>,
+        job_type: Text,
+        limit: Count,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let t = self::job_type(&job_type)?;
+        let timeout = wait_timeout(timeout)?;
+        let limit = limit.0;
+        if !(1..=jobs::MAX_BATCH).contains(&limit) {
+            // The same message as the claim's, before any wait.
+            py.detach(|| jobs::get_and_lock_jobs(&self.pool, t, &self.cursor, limit))?;
+        }
+        let claimed = self.wait(py, t, timeout, || {
+            let got = jobs::get_and_lock_jobs(&self.pool, t, &self.cursor, limit)?;
+            Ok((!got.is_empty()).then_some(got))
+        })?;
+        let list = PyList::empty(py);
+        for j in claimed.iter().flatten() {
+            list.append(claimed_dict(py, j)?)?;
+        }
+        Ok(list)
     }
 
     #[pyo3(signature = (job_id, local_path=None, gcs_uri=None))]
@@ -475,6 +696,21 @@ impl JobManager {
     fn get_download_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = py.detach(|| downloads::get_download_stats(&self.pool))?;
         download_stats_dict(py, &stats)
+    }
+
+    /// ``{status: count}`` of the download queue, nothing else (an index-only scan).
+    fn download_counts(&self, py: Python<'_>) -> PyResult<std::collections::BTreeMap<String, i64>> {
+        Ok(py.detach(|| downloads::download_counts(&self.pool))?)
+    }
+
+    /// Jobs added and finished (completed / failed) per hour over the last 24 hours
+    /// (``granularity="hour"``) or per day over the last 30 days (``"day"``), oldest first,
+    /// every bucket present. Read-only; each half is an index range scan.
+    #[pyo3(signature = (granularity="hour"), text_signature = "($self, granularity='hour')")]
+    fn throughput<'py>(&self, py: Python<'py>, granularity: &str) -> PyResult<Bound<'py, PyAny>> {
+        let g = stats::Granularity::parse(granularity)?;
+        let report = py.detach(|| stats::throughput(&self.pool, g))?;
+        to_python(py, &report)
     }
 
     /// ANALYZE on the owned tables; returns their names. ``tables``: only these owned
