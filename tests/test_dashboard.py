@@ -237,7 +237,11 @@ def test_every_read_of_the_page_is_served_by_an_index(
     db.execute(
         "INSERT INTO download_queue (job_id, remote_url, local_path, file_type, status) "
         "SELECT i, 'https://example.invalid/' || i, '/tmp/' || i, 'image', "
-        "CASE WHEN i % 50 = 0 THEN 'failed' WHEN i % 7 = 0 THEN 'pending' ELSE 'completed' END "
+        # As on a real queue, few downloads are still open (1.2 %): the health check's read of
+        # the open ones is then an index scan on any ANALYZE sample. (With one in six open, the
+        # planner's choice between an index and a sequential scan depended on ANALYZE's random
+        # sample, and CI once saw the sequential one.)
+        "CASE WHEN i % 500 = 0 THEN 'failed' WHEN i % 100 = 0 THEN 'pending' ELSE 'completed' END "
         "FROM generate_series(1, 100000) i"
     )
     db.execute("VACUUM (ANALYZE) jobs")
@@ -275,17 +279,14 @@ def test_every_read_of_the_page_is_served_by_an_index(
         idx = {t: after[t][1] - before[t][1] for t in after}
         return seq, idx, elapsed
 
-    seq, idx, elapsed = scans_of(
-        "health_report", "download_counts", "throughput:hour", "throughput:day"
-    )
+    # The exact counts per status (jobs by type and status, downloads by status) must visit
+    # every row: PostgreSQL picks a sequential or an index-only scan for them by cost (measured
+    # in bench/DASHBOARD.md), so they are left out here. Every other read of the page and the
+    # metrics is an index scan, and PostgreSQL's own counters say so.
+    seq, idx, elapsed = scans_of("health_report", "throughput:hour", "throughput:day")
     assert idx["jobs"] > 0, idx
     assert idx["download_queue"] > 0, idx
-    # The one exception: exact counts per status (jobs by type and status, downloads by
-    # status) must visit every row, and PostgreSQL rightly prefers a (parallel) sequential
-    # scan to walking a whole index for them (measured in bench/DASHBOARD.md). Every other
-    # read is an index scan: the page's sequential scans are exactly those two counts'.
-    counts_only, _, _ = scans_of("get_job_stats", "download_counts")
-    assert seq == counts_only, (seq, counts_only)
+    assert seq == {"jobs": 0, "download_queue": 0}, seq
     # Generous (the same reads take well under a second here); the counters are the check.
     assert elapsed < 10
 
