@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import socket
@@ -54,10 +55,38 @@ def find_bindir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 for a server this run is about to start.
+
+    Never from the kernel's ephemeral range: that is where every outgoing connection takes its
+    source port, so a port found free there by binding to port 0 can be taken by any client
+    (Airflow's, the driver's) before the server binds it. Picked at random below that range,
+    checked free by binding it, and never handed out twice by one process."""
+    lo, _ = _ephemeral_range()
+    first, last = (20000, lo - 1) if lo > 21000 else (10000, 19999)
+    for _ in range(500):
+        port = random.randint(first, last)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {first}-{last} on 127.0.0.1")
 
 
 def _as_server_user(cmd: list[str]) -> list[str]:
@@ -174,7 +203,7 @@ def start(base: Path) -> Cluster:
         )
     finally:
         pwfile.unlink(missing_ok=True)
-    port = _free_port()
+    port = free_port()
     options = (
         f"-p {port} -k {server} -c listen_addresses=127.0.0.1 -c max_connections=200 "
         "-c unix_socket_permissions=0700 "

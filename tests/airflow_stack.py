@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pgcluster
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,11 +104,7 @@ def localize(env: Mapping[str, str], hosts: Mapping[str, int], home: Path) -> di
     return out
 
 
-def free_port() -> int:
-    """A port nothing listens on now (the caller retries if a process takes it first)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = pgcluster.free_port  # below the ephemeral range, never handed out twice
 
 
 def fernet_key() -> str:

@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,10 +21,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import job_manager
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +47,14 @@ class Server:
     def password(self) -> str:
         return conninfo_to_dict(self.admin_dsn).get("password") or ""
 
-    def dsn_for(self, dbname: str) -> str:
+    def dsn_for(self, dbname: str, *, user: str | None = None, password: str | None = None) -> str:
+        """A URL for `dbname`, as the admin or as `user`, with the admin's or this password
+        (built from parsed parts: never by replacing a substring of another DSN)."""
         params = conninfo_to_dict(self.admin_dsn)
-        params["dbname"] = dbname
-        host, port, user = params.get("host"), params.get("port", 5432), params.get("user")
-        pw = params.get("password")
-        auth = f"{user}:{pw}" if pw else f"{user}"
+        host, port = params.get("host"), params.get("port", 5432)
+        user = user or params.get("user")
+        pw = password if password is not None else params.get("password")
+        auth = f"{quote(str(user), safe='')}:{quote(pw, safe='')}" if pw else f"{user}"
         return f"postgresql://{auth}@{host}:{port}/{dbname}"
 
     def admin(self) -> psycopg.Connection:
@@ -138,6 +143,51 @@ def dbname(server: Server) -> Iterator[str]:
 @pytest.fixture
 def dsn(server: Server, dbname: str) -> str:
     return server.dsn_for(dbname)
+
+
+@dataclass
+class SecretLogin:
+    """A login whose password can be looked for by substring."""
+
+    dsn: str
+    user: str
+    password: str
+
+
+@pytest.fixture
+def secret_login(server: Server, dbname: str) -> Iterator[SecretLogin]:
+    """A role owning `dbname` whose password is long, random and nowhere else: tests that check
+    a password appears in no message use it. (The admin password of a JOB_MANAGER_TEST_DSN may
+    be `postgres`, which every message about PostgreSQL contains.)"""
+    role = "jm_login_" + uuid.uuid4().hex[:12]
+    password = "pw-" + secrets.token_hex(16)
+    with server.admin() as c:
+        c.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        c.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(dbname), sql.Identifier(role)
+            )
+        )
+    try:
+        yield SecretLogin(server.dsn_for(dbname, user=role, password=password), role, password)
+    finally:
+        with server.admin() as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+        with psycopg.connect(server.dsn_for(dbname), autocommit=True) as c:
+            c.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+            c.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with server.admin() as c:
+            c.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(dbname))
+            )
+            c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

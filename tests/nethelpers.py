@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +214,16 @@ class Proxy:
 # -- PgBouncer ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where connections are refused for as long as the block runs: bound
+    by a socket that never listens, so no other process can start listening there meanwhile
+    (a port bound and closed again can be taken by anyone before the test connects)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 def find_pgbouncer() -> str | None:
     return shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
@@ -249,7 +260,7 @@ def start_pgbouncer(
     if exe is None:
         raise RuntimeError("pgbouncer is not installed (scripts/bootstrap.sh installs it)")
     base.mkdir(parents=True, exist_ok=True)
-    port = pgcluster._free_port()
+    port = pgcluster.free_port()
     logins = {user: password, **(users or {})}
     (base / "userlist.txt").write_text("".join(f'"{u}" "{p}"\n' for u, p in logins.items()))
     (base / "pgbouncer.ini").write_text(

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pgcluster
 import psycopg
 import pytest
 from conftest import ROOT, Server
@@ -41,12 +41,6 @@ class Airflow:
     dsn: str
     backups: Path
     log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -85,7 +79,7 @@ def airflow(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     jm.init_database()
     jm.close()
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD, OUTSIDER: OUTSIDER_PASSWORD}))
-    port = _free_port()
+    port = pgcluster.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_MANAGER_", "AIRFLOW"))}
     env.update(
         AIRFLOW_HOME=str(home),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import job_manager
 import pytest
-from conftest import FIXTURES, ROOT, Server
+from conftest import FIXTURES, ROOT, SecretLogin, Server
 
 
 def run(dsn: str | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -150,9 +150,12 @@ def test_backup_commands(server: Server, dsn: str, tmp_path: Path) -> None:
     assert r.stderr.startswith("error: ")
 
 
-def test_dump_command_uses_pg_dump(server: Server, dsn: str, tmp_path: Path) -> None:
+def test_dump_command_uses_pg_dump(
+    server: Server, secret_login: SecretLogin, tmp_path: Path
+) -> None:
     if server.cluster is None:
         pytest.skip("needs the throwaway cluster's pg_dump")
+    dsn, password = secret_login.dsn, secret_login.password
     assert run(dsn, "init").returncode == 0
     run(dsn, "add", "-p", "dumped prompt")
     env_path = f"{server.cluster.bindir}:{os.environ['PATH']}"
@@ -168,7 +171,7 @@ def test_dump_command_uses_pg_dump(server: Server, dsn: str, tmp_path: Path) -> 
     info = json.loads(r.stdout)
     assert info["format"] == "pg_dump"
     assert info["rows"] == {"jobs": 1, "download_queue": 0}
-    assert server.password not in Path(info["path"]).read_text("utf-8")
+    assert password not in Path(info["path"]).read_text("utf-8")
     # A pg_dump that fails leaves no file; the message carries no password.
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -189,7 +192,7 @@ def test_dump_command_uses_pg_dump(server: Server, dsn: str, tmp_path: Path) -> 
     )
     assert r.returncode == 1
     assert "pg_dump failed" in r.stderr
-    assert server.password not in r.stderr
+    assert password not in r.stderr
     assert list(out.iterdir()) == []
     # A pg_dump older than the server is refused before it runs.
     (fake / "pg_dump").write_text('#!/bin/sh\necho "pg_dump (PostgreSQL) 9.6.24"\n')

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from job_manager import JobManager
 from job_manager.airflow_plugin import metrics, render, snapshot
+from nethelpers import closed_port
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -185,11 +186,13 @@ def test_an_unreadable_backup_folder_is_a_problem_not_an_error(
 def test_a_database_that_does_not_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page and the metrics get job_manager's own error (the app turns it into a 503 page
     naming only the error's kind, and `job_manager_up 0`), quickly, without the password."""
-    import socket
+    with closed_port() as port:
+        _the_page_without_a_database(tmp_path, monkeypatch, port)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+
+def _the_page_without_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: int
+) -> None:
     monkeypatch.setenv("JOB_MANAGER_DSN", f"postgresql://u:hunter2-secret@127.0.0.1:{port}/db")
     monkeypatch.setenv("JOB_MANAGER_CONN_ID", "job_manager_test_absent")
     monkeypatch.setenv("JOB_MANAGER_BACKUP_DIR", str(tmp_path))

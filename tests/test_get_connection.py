@@ -20,7 +20,7 @@ import psycopg
 import psycopg2
 import psycopg2.extras
 import pytest
-from conftest import FIXTURES, ROOT, Server
+from conftest import FIXTURES, ROOT, SecretLogin, Server
 from job_manager import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -242,9 +242,10 @@ def test_commit_rollback_and_what_a_block_may_do(
     assert all(state == "idle" for state, _ in sessions(db, app))
 
 
-def test_only_as_a_with_block(gjm: JobManager, server: Server) -> None:
+def test_only_as_a_with_block(gjm: JobManager, secret_login: SecretLogin) -> None:
+    with JobManager(secret_login.dsn) as own:
+        assert secret_login.password not in repr(own.get_connection())
     lease = gjm.get_connection()
-    assert server.password not in repr(lease)
     with pytest.raises(AttributeError, match=r"with jm\.get_connection\(\) as conn"):
         lease.cursor()
     assert not hasattr(lease, "commit")

@@ -14,13 +14,14 @@ import time
 import job_manager
 import psycopg
 import pytest
-from conftest import Server, scalar
+from conftest import SecretLogin, Server, scalar
 from job_manager import (
     ConfigurationError,
     DatabaseUnavailableError,
     JobManager,
     JobManagerError,
 )
+from nethelpers import closed_port
 
 
 def backends(db: psycopg.Connection) -> int:
@@ -142,10 +143,10 @@ def assert_no_secret(secret: str, err: BaseException, records: list[logging.LogR
 
 
 def test_wrong_password_is_a_fast_configuration_error(
-    server: Server, dbname: str, log_records: list[logging.LogRecord]
+    server: Server, dbname: str, secret_login: SecretLogin, log_records: list[logging.LogRecord]
 ) -> None:
     secret = "not-the-password-42"
-    dsn = server.dsn_for(dbname).replace(server.password, secret)
+    dsn = server.dsn_for(dbname, user=secret_login.user, password=secret)
     jm = JobManager(dsn, connect_timeout=2)
     assert secret not in repr(jm)
     started = time.monotonic()
@@ -153,7 +154,7 @@ def test_wrong_password_is_a_fast_configuration_error(
         jm.get_job_stats()
     assert time.monotonic() - started < 2
     assert_no_secret(secret, info.value, log_records)
-    assert server.password not in str(info.value)
+    assert secret_login.password not in str(info.value)
 
 
 def test_missing_database_is_a_configuration_error(server: Server) -> None:
@@ -163,9 +164,11 @@ def test_missing_database_is_a_configuration_error(server: Server) -> None:
 
 
 def test_refused_connection_is_unavailable(log_records: list[logging.LogRecord]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with closed_port() as port:
+        _refused(port, log_records)
+
+
+def _refused(port: int, log_records: list[logging.LogRecord]) -> None:
     secret = "pw-refused-secret"
     jm = JobManager(f"postgresql://u:{secret}@127.0.0.1:{port}/db", connect_timeout=2)
     started = time.monotonic()

@@ -19,7 +19,7 @@ from pathlib import Path
 import job_manager
 import psycopg
 import pytest
-from conftest import ROOT, Server, content, scalar
+from conftest import ROOT, SecretLogin, Server, content, scalar
 from job_manager import (
     BackupCorruptError,
     BackupError,
@@ -29,6 +29,7 @@ from job_manager import (
     JobManager,
     verify_backup,
 )
+from nethelpers import closed_port
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import pgcluster
@@ -209,24 +210,33 @@ def test_fork(dsn: str, jm: JobManager, db: psycopg.Connection, faults) -> None:
 # -- server gone ----------------------------------------------------------------------------------
 
 
-def test_server_gone(server: Server, dbname: str, tmp_path: Path, faults, log_records) -> None:  # type: ignore[no-untyped-def]
+def test_server_gone(
+    server: Server, secret_login: SecretLogin, tmp_path: Path, faults, log_records
+) -> None:  # type: ignore[no-untyped-def]
+    with closed_port() as port:
+        _server_gone(server, secret_login, tmp_path, port, faults, log_records)
+
+
+def _server_gone(server, login, tmp_path, closed_port, faults, log_records) -> None:  # type: ignore[no-untyped-def]
     secret = "reliability-secret-pw"
     stopped = pgcluster.start(tmp_path / "stopped")
-    stopped_dsn = stopped.dsn_for("postgres").replace(stopped.password, secret)
+    stopped_dsn = f"postgresql://postgres:{secret}@127.0.0.1:{stopped.port}/postgres"
     pgcluster.stop(tmp_path / "stopped")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    base = server.dsn_for(dbname)
     cases = {
         "stopped server": (stopped_dsn, DatabaseUnavailableError),
         "wrong port": (
             f"postgresql://u:{secret}@127.0.0.1:{closed_port}/db",
             DatabaseUnavailableError,
         ),
-        "wrong password": (base.replace(server.password, secret), ConfigurationError),
+        "wrong password": (
+            server.dsn_for("postgres", user=login.user, password=secret),
+            ConfigurationError,
+        ),
         # The real password here (the login must succeed to learn the database is missing).
-        "missing database": (server.dsn_for("no_such_db"), ConfigurationError),
+        "missing database": (
+            server.dsn_for("no_such_db", user=login.user, password=login.password),
+            ConfigurationError,
+        ),
         "unresolvable host": (
             f"postgresql://u:{secret}@no-such-host.invalid:5432/db",
             DatabaseUnavailableError,
@@ -243,7 +253,7 @@ def test_server_gone(server: Server, dbname: str, tmp_path: Path, faults, log_re
             elapsed = time.monotonic() - started
             slowest = max(slowest, elapsed)
             assert elapsed < 2.5, (name, elapsed)
-            pw = server.password if name == "missing database" else secret
+            pw = login.password if name == "missing database" else secret
             assert_secret_absent(
                 pw, str(info.value), repr(info.value), repr(jm), records=log_records
             )
@@ -857,20 +867,23 @@ def test_lock_held_by_another_session(
     )
 
 
-def test_password_never_leaks(server: Server, dbname: str, faults, log_records) -> None:  # type: ignore[no-untyped-def]
-    dsn = server.dsn_for(dbname)
+def test_password_never_leaks(
+    server: Server, secret_login: SecretLogin, faults, log_records
+) -> None:  # type: ignore[no-untyped-def]
+    dsn, password = secret_login.dsn, secret_login.password
+    dbname = dsn.rsplit("/", 1)[1]
     jm = JobManager(dsn)
     jm.init_database()
     texts = [repr(jm), jm.dsn, str(jm.pool_status())]
     for bad in (
-        dsn.replace(server.password, server.password + "x"),
-        dsn.replace("/" + dbname, "/nope"),
+        server.dsn_for(dbname, user=secret_login.user, password=password + "x"),
+        server.dsn_for("nope", user=secret_login.user, password=password),
     ):
         try:
             JobManager(bad, connect_timeout=2).get_job_stats()
         except job_manager.JobManagerError as e:
             texts += [str(e), repr(e)]
-    assert_secret_absent(server.password, *texts, records=log_records)
+    assert_secret_absent(password, *texts, records=log_records)
     faults.record(
         "the password in repr(JobManager), dsn, errors and every log record",
         f"{len(texts)} texts and {len(log_records)} log records checked",
