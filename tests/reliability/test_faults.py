@@ -567,7 +567,8 @@ def test_corrupt_input(
             jm.restore_database(path, safety_backup=False)
         assert content(db) == before, kind
         path.unlink()
-    # Memory stays flat on the 2 GB file: its peak RSS in a fresh process.
+    # The 2 GB file is refused at its first line (no newline in 4 KiB) without reading on: its
+    # peak RSS in a fresh process. (Memory on large valid files: tests/reliability/test_memory.py.)
     sparse = bad / "airflow_backup_20990101_000000.sql"
     with open(sparse, "wb") as f:
         f.truncate(2 * 1024**3)
@@ -584,7 +585,8 @@ def test_corrupt_input(
     faults.record(
         "corrupt backups: truncations, single-bit flips, empty, random binary, pg_dump custom format, 2 GB sparse file",
         f"every one refused by verify and restore with a BackupError; the tables unchanged; "
-        f"peak memory reading the 2 GB file {hwm_kb // 1024} MiB",
+        f"the 2 GB sparse file refused at its first line (longer than 4 KiB), in a process of "
+        f"{hwm_kb // 1024} MiB (memory on large valid files: the row on valid backups)",
         len(variants),
     )
 
