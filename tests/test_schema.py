@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 import time
+from collections.abc import Callable
 
 import job_manager
 import psycopg
@@ -337,13 +338,32 @@ def test_init_fails_fast_when_a_table_is_locked(dsn: str, db: psycopg.Connection
     assert JobManager(dsn).init_database() == ALL[2:]
 
 
+def _longest_pause_of_python_while(busy: threading.Event, waiting: Callable[[], bool]) -> float:
+    """Runs Python in this thread until `busy` clears: the longest time, in seconds, this thread
+    went without running (a thread holding the GIL while it waits makes this its whole wait;
+    without it, a thread yields every 5 ms switch interval). Fails unless `waiting()` was
+    observed true meanwhile: the other thread really was waiting."""
+    longest, seen_waiting, last = 0.0, False, time.perf_counter()
+    checked = last
+    while busy.is_set():
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+        if not seen_waiting and now - checked > 0.05:
+            seen_waiting, checked = waiting(), now
+            last = time.perf_counter()  # the check's own round trip is not a pause
+    assert seen_waiting, "the other thread never waited: the test proved nothing"
+    return longest
+
+
 def test_init_releases_the_gil_while_waiting(dsn: str, db: psycopg.Connection) -> None:
     JobManager(dsn).init_database()
     db.execute("DELETE FROM job_manager_schema_history WHERE version >= 3")
     locker = psycopg.connect(dsn)
     locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
-    jm = JobManager(dsn)
-    done = threading.Event()
+    jm = JobManager(dsn, application_name="gil-init")
+    busy = threading.Event()
+    busy.set()
     caught: list[BaseException] = []
 
     def blocked() -> None:
@@ -352,16 +372,75 @@ def test_init_releases_the_gil_while_waiting(dsn: str, db: psycopg.Connection) -
         except SchemaError as e:
             caught.append(e)
         finally:
-            done.set()
+            busy.clear()
+
+    def waits_on_the_lock() -> bool:
+        return bool(
+            scalar(
+                db,
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'gil-init' AND wait_event_type = 'Lock'",
+            )
+        )
 
     t = threading.Thread(target=blocked)
     t.start()
-    spins = 0
-    while not done.is_set():
-        spins += 1
+    longest = _longest_pause_of_python_while(busy, waits_on_the_lock)
     t.join()
     locker.rollback()
     locker.close()
     assert len(caught) == 1
-    # The main thread ran Python the whole time the other thread waited in Rust.
-    assert spins > 100_000
+    # This thread ran Python throughout the 1.5 s the other waited in Rust: holding the GIL
+    # would have made one pause of 1.5 s.
+    assert longest < 0.3, longest
+
+
+def test_waiting_for_a_pooled_connection_releases_the_gil(dsn: str, db: psycopg.Connection) -> None:
+    """pool_size=1: one thread's add_job holds the only connection (blocked on a lock), another
+    waits for that connection in the pool; Python keeps running meanwhile, and both finish."""
+    jm = JobManager(dsn, pool_size=1, connect_timeout=10, application_name="gil-pool")
+    jm.init_database()
+    locker = psycopg.connect(dsn)
+    locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+    busy = threading.Event()
+    busy.set()
+    results: dict[str, object] = {}
+
+    def holder() -> None:
+        results["added"] = jm.add_job("added while locked", "IMAGE_TEST")
+
+    def pool_waiter() -> None:
+        try:
+            results["stats"] = jm.get_job_stats()
+        finally:
+            busy.clear()
+
+    def both_waiting() -> bool:
+        # The holder's one connection waits on the lock; the other call has none of its own.
+        n = scalar(
+            db,
+            "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock') * 10 + count(*) "
+            "FROM pg_stat_activity WHERE application_name = 'gil-pool'",
+        )
+        return n == 11 and waiter.is_alive()
+
+    first = threading.Thread(target=holder)
+    first.start()
+    waiter = threading.Thread(target=pool_waiter)
+    while not scalar(
+        db,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = 'gil-pool' AND wait_event_type = 'Lock'",
+    ):
+        time.sleep(0.01)
+    waiter.start()
+    release = threading.Timer(1.5, locker.rollback)
+    release.start()
+    longest = _longest_pause_of_python_while(busy, both_waiting)
+    first.join(10)
+    waiter.join(10)
+    release.join()
+    locker.close()
+    assert isinstance(results.get("added"), int), results
+    assert results["stats"] == {"IMAGE_TEST": {"pending": 1}}, results
+    assert longest < 0.3, longest
