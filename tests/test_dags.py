@@ -294,6 +294,22 @@ def test_maintenance_dag(
         assert time.monotonic() < deadline, "the server never counted the dead rows"
         time.sleep(0.2)
 
+    # Downloads: completed 10 and 8 days ago (past the default 7 days), completed 6 days ago,
+    # and a failed one 10 days old: the DAG deletes exactly the two old completed ones.
+    for age, status in ((10, "completed"), (8, "completed"), (6, "completed"), (10, "failed")):
+        db.execute(
+            "INSERT INTO download_queue (job_id, remote_url, local_path, file_type, status, "
+            "completed_at) VALUES (%s, %s, %s, 'image', %s, "
+            "LOCALTIMESTAMP - make_interval(days => %s))",
+            (ids[0], f"https://example.invalid/{age}/{status}", f"/d/{age}", status, age),
+        )
+
+    def downloads_left() -> list[tuple[str, str]]:
+        return db.execute(
+            "SELECT status, remote_url FROM download_queue ORDER BY remote_url"
+        ).fetchall()
+
+    everything = downloads_left()
     env = {
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs),
         "JOB_MANAGER_BACKUP_DIR": str(tmp_path / "none"),
@@ -309,6 +325,8 @@ def test_maintenance_dag(
     assert len(dry["xcom"]["cleanup_logs"]["paths"]) == 100
     # A dry run reports what the real run does, and does none of it.
     assert dry["xcom"]["reset_stuck_jobs"] == 2
+    assert dry["xcom"]["cleanup_old_downloads"] == 2
+    assert downloads_left() == everything
     assert dry["xcom"]["vacuum_or_analyze"] == {
         "vacuumed": ["jobs"],
         "analyzed": ["download_queue", "job_manager_schema_history"],
@@ -318,6 +336,11 @@ def test_maintenance_dag(
     result = run_dag(airflow_python, airflow_home, dsn, "job_manager_maintenance", {}, **env)
     assert result["state"] == "success", result["log"][-3000:]
     assert result["xcom"]["reset_stuck_jobs"] == 2
+    assert result["xcom"]["cleanup_old_downloads"] == 2
+    assert downloads_left() == [
+        ("failed", "https://example.invalid/10/failed"),
+        ("completed", "https://example.invalid/6/completed"),
+    ]
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 1
     assert not old_log.exists()
     assert new_log.exists()
