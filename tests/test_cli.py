@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,14 +141,16 @@ def test_backup_commands(server: Server, dsn: str, tmp_path: Path) -> None:
     r = run(dsn, "restore", made["path"], "--dir", str(d), "--yes")
     assert r.returncode == 0, r.stderr
     assert "the rows it replaced are in " in r.stdout
+    good = Path(made["path"]).read_bytes()
     r = run(None, "cleanup-backups", "--dir", str(d), "--keep", "1", "--json")
     assert len(json.loads(r.stdout)["deleted"]) == 2
-    # A damaged file: exit 1 with the reason.
+    # A damaged file (the verified backup without its last 20 bytes): exit 1 with the reason.
     bad = tmp_path / "airflow_backup_20200101_000000.sql"
-    bad.write_bytes(Path(made["path"]).read_bytes()[:-20] if Path(made["path"]).exists() else b"x")
+    bad.write_bytes(good[:-20])
     r = run(None, "verify", str(bad))
     assert r.returncode == 1
-    assert r.stderr.startswith("error: ")
+    assert re.fullmatch(r"error: the file ends in the middle of line \d+ \(truncated\)\n", r.stderr)
+    assert r.stdout == ""
 
 
 def test_dump_command_uses_pg_dump(

@@ -427,7 +427,8 @@ def test_maintenance_cli(dsn: str, jm: JobManager, tree: Path, tmp_path: Path) -
     assert summary["reset_stuck_jobs"] == 0
     assert summary["analyze_tables"] == ["jobs", "download_queue", "job_manager_schema_history"]
     assert summary["cleanup_backups"] == []
-    r = run_cli(dsn, "maintain", "--log-dir", str(tree), "--dry-run")
+    r = run_cli(dsn, "maintain", "--log-dir", str(tree), "--dir", str(tmp_path / "b"), "--dry-run")
+    assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("dry run: nothing was changed"), r.stdout
     r = run_cli(dsn, "health", "--dir", str(tmp_path / "b"))
     assert r.returncode == 0
