@@ -54,6 +54,15 @@ def backup_names(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if NAME.match(p.name) and p.is_file())
 
 
+def _plain_bytes(path: Path) -> bytes:
+    """The file as written before compression, decompressed by gzip and the zstd tool."""
+    if path.suffix == ".gz":
+        return gzip.decompress(path.read_bytes())
+    if path.suffix == ".zst":
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+    return path.read_bytes()
+
+
 @pytest.mark.parametrize("compress", [False, True, "gzip"])
 def test_round_trip_restores_every_value(
     loaded: JobManager, db: psycopg.Connection, tmp_path: Path, compress: bool | str
@@ -67,6 +76,12 @@ def test_round_trip_restores_every_value(
     assert info.compression == {False: None, True: "zstd", "gzip": "gzip"}[compress]
     assert Path(info.path).suffix == {False: ".sql", True: ".zst", "gzip": ".gz"}[compress]
     assert info.schema_version == job_manager.SCHEMA_VERSION
+    # The checksum is that of the bytes themselves (hashlib's, on the file decompressed by the
+    # standard tools), as the trailer line records it, and verify finds the same.
+    plain = _plain_bytes(Path(info.path))
+    body, trailer = plain.rstrip(b"\n").rsplit(b"\n", 1)
+    assert trailer == b"-- sha256: " + info.sha256.encode()
+    assert info.sha256 == hashlib.sha256(body + b"\n").hexdigest()
     assert info.sha256 == verify_backup(info.path).sha256
     assert Path(info.path).name == backup_names(tmp_path / "b")[0]
     # Change everything: delete, update, add.
