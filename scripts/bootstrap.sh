@@ -3,7 +3,7 @@
 #
 #   - Rust (cargo) must be installed (https://rustup.rs); everything else is installed here:
 #   - Debian packages when missing and we are root: python3-venv, PostgreSQL server binaries,
-#     pgbouncer and openssl (the network tests: PgBouncer in front of the test cluster, TLS
+#     zstd, strace, pgbouncer and openssl (the network tests: PgBouncer in front of the test cluster, TLS
 #     certificates made at test time), chromium (the Airflow UI tests, through Playwright);
 #   - .venv with the tools of requirements-dev.txt (through uv, from PyPI);
 #   - the wheel, built exactly as the Dockerfile's build stage does (maturin build --release
@@ -37,6 +37,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ -z ${PG_BINDIR:-}
 fi
 # zstd and gzip: the documented psql restores of compressed backups (`zstd -dc FILE | psql`).
 command -v zstd >/dev/null || apt_install zstd
+# strace: tests/test_backup_files.py reads the system calls that make a backup durable.
+command -v strace >/dev/null || apt_install strace
 if [[ -z ${JOB_MANAGER_TEST_DSN:-} ]]; then
     missing=()
     command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
