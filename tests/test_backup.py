@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import multiprocessing as mp
 import os
-import random
 import re
-import signal
 import stat
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import job_manager
@@ -347,94 +342,6 @@ def verify_ok(p: Path) -> bool:
     except BackupCorruptError:
         return False
     return True
-
-
-def _writer(dsn: str, stop_at: float) -> None:
-    jm = JobManager(dsn)
-    i = 0
-    while time.monotonic() < stop_at:
-        job_id = jm.add_job(f"written during backup {i}", "IMAGE_TEST")
-        if i % 3 == 0:
-            jm.add_download_task(job_id, f"gs://b/{i}", f"/o/{i}", "image")
-        if i % 5 == 0:
-            jm.mark_job_as_completed(job_id, f"/o/{i}")
-        if i % 7 == 0:
-            jm.get_and_lock_job("IMAGE_TEST")
-        i += 1
-
-
-@pytest.mark.slow
-def test_backups_under_write_load_restore_consistently(
-    server: Server, dsn: str, loaded: JobManager, tmp_path: Path
-) -> None:
-    ctx = mp.get_context("spawn")
-    writer = ctx.Process(target=_writer, args=(dsn, time.monotonic() + 6))
-    writer.start()
-    time.sleep(1)
-    infos = []
-    while writer.is_alive():
-        infos.append(loaded.backup_database(tmp_path, keep=None))
-        time.sleep(0.3)
-    writer.join()
-    assert len(infos) >= 3
-    assert infos[-1].rows["jobs"] > infos[0].rows["jobs"]
-    target = server.create_database()
-    try:
-        other = JobManager(server.dsn_for(target))
-        for info in infos:
-            restored = other.restore_database(info.path, safety_backup=False)
-            assert restored.rows == info.rows
-            with psycopg.connect(server.dsn_for(target), autocommit=True) as c:
-                assert scalar(c, "SELECT count(*) FROM jobs") == info.rows["jobs"]
-                orphans = scalar(
-                    c,
-                    "SELECT count(*) FROM download_queue d "
-                    "WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d.job_id)",
-                )
-                assert orphans == 0
-                for table in ("jobs", "download_queue"):
-                    last, max_id = c.execute(
-                        f"SELECT (SELECT last_value FROM {table}_id_seq), "
-                        f"(SELECT coalesce(max(id), 0) FROM {table})"
-                    ).fetchone()
-                    assert last >= max_id
-        other.close()
-    finally:
-        server.drop_database(target)
-
-
-BACKUP_SCRIPT = """
-import sys
-from job_manager import JobManager
-JobManager(sys.argv[1]).backup_database(sys.argv[2], keep=None)
-"""
-
-
-@pytest.mark.slow
-def test_sigkill_during_backup_leaves_no_partial_backup(
-    dsn: str, jm: JobManager, tmp_path: Path
-) -> None:
-    jm.add_jobs([f"{i} " + "x" * 1500 for i in range(60_000)], "VIDEO_PROD")
-    d = tmp_path / "killed"
-    d.mkdir()
-    rng = random.Random(7)
-    completed = 0
-    for _ in range(8):
-        p = subprocess.Popen([sys.executable, "-c", BACKUP_SCRIPT, dsn, str(d)])
-        time.sleep(rng.uniform(0.05, 0.6))
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        for name in backup_names(d):
-            # Whatever carries a backup name is complete and verifies.
-            assert verify_backup(d / name).rows["jobs"] == 60_000
-            completed += 1
-            os.remove(d / name)
-    # Killed writers leave at most hidden temporary files, never a backup name.
-    leftovers = [p.name for p in d.iterdir()]
-    assert all(n.startswith(".airflow_backup_") and n.endswith(".tmp") for n in leftovers)
-    # A kill can land before the writer made its temporary file (a slow start): then neither.
-    assert len(leftovers) + completed <= 8
-    assert leftovers, "no kill landed while a backup was being written"
 
 
 def test_backup_without_schema_says_what_to_do(bare_jm: JobManager, tmp_path: Path) -> None:

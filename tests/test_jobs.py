@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import multiprocessing as mp
 import threading
 
 import psycopg
@@ -314,34 +313,6 @@ def test_show_stats_prints_the_old_format(
         "IMAGE_TEST": {"completed": 1, "pending": 2},
         "VIDEO_PROD": {"pending": 1},
     }
-
-
-def _drain(dsn: str, job_type: str, out) -> None:  # type: ignore[no-untyped-def]
-    jm = JobManager(dsn)
-    claimed = []
-    while (job := jm.get_and_lock_job(job_type)) is not None:
-        claimed.append(job["id"])
-    out.put(claimed)
-
-
-@pytest.mark.slow
-def test_processes_claim_each_job_exactly_once(
-    dsn: str, jm: JobManager, db: psycopg.Connection
-) -> None:
-    jm.add_jobs([f"p{i}" for i in range(3000)], "IMAGE_TEST")
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_drain, args=(dsn, "IMAGE_TEST", out)) for _ in range(6)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    claimed = [i for r in results for i in r]
-    assert len(claimed) == 3000
-    assert len(set(claimed)) == 3000
-    assert sum(1 for r in results if r) > 1, "the work was shared"
-    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'pending'") == 0
 
 
 def test_threads_share_one_manager(jm: JobManager) -> None:

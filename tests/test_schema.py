@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable
@@ -290,34 +289,6 @@ def test_unknown_legacy_status_stops_the_migration_and_changes_nothing(
     assert bare_jm.check_table_exists("job_manager_schema_history") is False
     assert bare_jm.check_table_exists("download_queue") is False
     assert scalar(db, "SELECT status FROM jobs") == "weird"
-
-
-def _init_in_process(dsn: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
-    try:
-        jm = JobManager(dsn)
-        barrier.wait()
-        results.put(("ok", jm.init_database()))
-    except Exception as e:  # reported to the parent
-        results.put(("error", f"{type(e).__name__}: {e}"))
-
-
-@pytest.mark.slow
-def test_sixteen_processes_init_at_once(dsn: str, db: psycopg.Connection) -> None:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(16)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_init_in_process, args=(dsn, barrier, results)) for _ in range(16)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    errors = [o for o in outcomes if o[0] != "ok"]
-    assert errors == []
-    applied = [o[1] for o in outcomes if o[1]]
-    assert applied == [ALL], "exactly one process applies the migrations"
-    assert scalar(db, "SELECT count(*) FROM job_manager_schema_history") == len(ALL)
-    assert scalar(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'jobs'") == 1
 
 
 def test_init_fails_fast_when_a_table_is_locked(dsn: str, db: psycopg.Connection) -> None:

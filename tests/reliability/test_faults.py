@@ -308,9 +308,13 @@ def test_concurrent_init(server: Server, faults) -> None:  # type: ignore[no-unt
                 barrier = manager.Barrier(16)
                 outcomes = pool.map(_init_once, [(server.dsn_for(name), barrier)] * 16)
                 assert [o for o in outcomes if o[0] != "ok"] == []
-                assert len([o for o in outcomes if o[1]]) == 1, (
-                    "one process applied, 15 found it done"
+                applied = [o[1] for o in outcomes if o[1]]
+                assert len(applied) == 1, "one process applied, 15 found it done"
+                migrations = sorted(
+                    (ROOT / "src" / "schema" / "migrations").glob("V*__*.sql"),
+                    key=lambda m: int(m.name[1:].split("__")[0]),
                 )
+                assert applied[0] == [m.stem for m in migrations], applied
                 with psycopg.connect(server.dsn_for(name), autocommit=True) as c:
                     assert (
                         scalar(c, "SELECT count(*) FROM job_manager_schema_history")
@@ -320,6 +324,7 @@ def test_concurrent_init(server: Server, faults) -> None:  # type: ignore[no-unt
                         scalar(c, "SELECT count(DISTINCT version) FROM job_manager_schema_history")
                         == job_manager.SCHEMA_VERSION
                     )
+                    assert scalar(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'jobs'") == 1
             finally:
                 server.drop_database(name)
     faults.record(
@@ -346,6 +351,7 @@ def test_concurrent_claims(dsn: str, jm: JobManager, db: psycopg.Connection, fau
     claimed = [i for r in results for i in r]
     assert len(claimed) == n
     assert len(set(claimed)) == n
+    assert sum(1 for r in results if r) > 1, "the work was shared"
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'pending'") == 0
     faults.record(
         "8 processes drain the queue with get_and_lock_job",
@@ -387,6 +393,7 @@ def test_backup_under_write_load(
             infos.append(jm.backup_database(tmp_path, keep=None))
             time.sleep(0.3)
         writes = writing.get(timeout=300)
+    assert infos[-1].rows["jobs"] > infos[0].rows["jobs"], "the writer wrote between backups"
     target = server.create_database()
     try:
         other = JobManager(server.dsn_for(target))
