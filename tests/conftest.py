@@ -60,10 +60,10 @@ class Server:
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.admin_dsn, autocommit=True)
 
-    def create_database(self) -> str:
+    def create_database(self, template: str = "template0") -> str:
         name = "jm_test_" + uuid.uuid4().hex[:12]
         with self.admin() as c:
-            c.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+            c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" ENCODING \'UTF8\'')
         return name
 
     def drop_database(self, name: str) -> None:
@@ -131,9 +131,31 @@ def _fresh_log_levels() -> None:
     job_manager.reset_log_cache()
 
 
-@pytest.fixture
-def dbname(server: Server) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def migrated_template(server: Server) -> Iterator[str]:
+    """A database with the current schema and nothing else, made once per run by
+    init_database itself: tests that ask for `jm` get a copy of it, which is faster than
+    migrating an empty database each time (test_schema.py migrates empty and legacy ones)."""
     name = server.create_database()
+    jm = job_manager.JobManager(server.dsn_for(name))
+    try:
+        jm.init_database()
+    finally:
+        jm.close()
+    try:
+        yield name
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def dbname(server: Server, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new database: a copy of `migrated_template` for tests that use `jm` (its
+    init_database then finds nothing to do), empty otherwise."""
+    if "jm" in request.fixturenames:
+        name = server.create_database(template=request.getfixturevalue("migrated_template"))
+    else:
+        name = server.create_database()
     try:
         yield name
     finally:
