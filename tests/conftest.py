@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,8 +318,42 @@ class Recorder:
         """A count: bounded in CI, larger with --long."""
         return long if self.long else ci
 
-    def record(self, fault: str, tried: str, times: int, lost: str = "nothing") -> None:
+    def record(self, fault: str, tried: str, times: int, lost: str) -> None:
+        """One row of RELIABILITY.md; `lost` is counted by the test (see `counted`). Record
+        before asserting: a failing run then writes what it observed."""
         _ROWS.append(Row(fault, tried, times, lost))
+
+
+def counted(note: str = "", **counts: int) -> str:
+    """The "what was lost" cell from counts the test measured: `nothing` only when every count
+    is 0, and the counts always shown (`rows_lost=0` reads "0 rows lost")."""
+    shown = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items())
+    head = "nothing" if not any(counts.values()) else "LOST"
+    return f"{head} ({shown}{'; ' + note if note else ''})"
+
+
+def rows_of(db: psycopg.Connection) -> Counter[str]:
+    """Every row of the owned tables, each as its table and all its columns by name (jsonb)."""
+    out: Counter[str] = Counter()
+    for table in ("jobs", "download_queue"):
+        for (row,) in db.execute(f"SELECT to_jsonb(t)::text FROM {table} t"):
+            out[f"{table} {row}"] += 1
+    return out
+
+
+def row_changes(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """Rows of `before` missing or different in `after`, and rows `after` has that `before`
+    had not: `counted(**row_changes(...))`."""
+    return {
+        "rows_lost_or_changed": sum((before - after).values()),
+        "rows_appeared": sum((after - before).values()),
+    }
+
+
+def lines_changed(before: str, after: str) -> int:
+    """Lines of `before` (a whole-database dump) missing from or added in `after`."""
+    a, b = Counter(before.splitlines()), Counter(after.splitlines())
+    return sum((a - b).values()) + sum((b - a).values())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import job_manager
 import psycopg
 import pytest
-from conftest import Server, scalar
+from conftest import Server, counted, scalar
 from job_manager import ConfigurationError, DatabaseUnavailableError, JobManager
 from nethelpers import Proxy
 
@@ -206,14 +206,17 @@ def test_a_silent_server_ends_every_call_within_its_bound(
     with pytest.raises(DatabaseUnavailableError):
         CALLS[call](jm)
     elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 1.0 + 1.0 + 1.5, elapsed
     jm.close()
     faults.record(  # type: ignore[attr-defined]
         f"server silent (blackholing proxy, open and new connections): {call}",
         "io_timeout=1s, connect_timeout=1s",
         1,
-        f"nothing; DatabaseUnavailableError after {elapsed:.1f}s",
+        counted(
+            f"DatabaseUnavailableError after {elapsed:.1f}s",
+            waits_past_both_timeouts=int(elapsed >= 3.5),
+        ),
     )
+    assert 0.9 <= elapsed < 1.0 + 1.0 + 1.5, elapsed
 
 
 @pytest.mark.parametrize(
@@ -287,16 +290,20 @@ def test_claims_whose_reply_is_lost_are_handed_to_their_caller(
         lost = jm.get_and_lock_job("IMAGE_TEST")
         assert lost is not None
         handed.append(lost["id"])
-    assert len(handed) == len(set(handed)), handed
-    assert processing_ids(db) == set(handed)
-    assert scalar(db, "SELECT count(*) FROM jobs") == 40
+    orphaned = processing_ids(db) - set(handed)
     jm.close()
     faults.record(  # type: ignore[attr-defined]
         "reply to a committed claim lost (proxy drops it after the server commits)",
         "get_and_lock_job; the claim is found again by its token on a new connection",
         rounds,
-        "nothing: every job in processing was handed to exactly one caller",
+        counted(
+            jobs_handed_out_twice=len(handed) - len(set(handed)),
+            claimed_jobs_handed_to_no_one=len(orphaned),
+        ),
     )
+    assert len(handed) == len(set(handed)), handed
+    assert processing_ids(db) == set(handed)
+    assert scalar(db, "SELECT count(*) FROM jobs") == 40
 
 
 def test_lost_replies_never_duplicate_rows(
@@ -313,13 +320,15 @@ def test_lost_replies_never_duplicate_rows(
     proxy.lose_next_reply()
     with pytest.raises(DatabaseUnavailableError, match="unknown"):
         jm.add_download_task(job, "https://x/1", "/tmp/1", "image")
-    assert scalar(db, "SELECT count(*) FROM download_queue WHERE remote_url = 'https://x/1'") == 1
+    downloads = scalar(db, "SELECT count(*) FROM download_queue WHERE remote_url = 'https://x/1'")
+    assert downloads == 1
 
     # add_job: INSERT ... ON CONFLICT DO NOTHING, safe to repeat: the caller gets the id.
     jm.add_job("warm", "IMAGE_TEST")  # a new warm connection (the last one was lost)
     proxy.lose_next_reply()
     new_id = jm.add_job("lost-reply", "IMAGE_TEST")
-    assert scalar(db, "SELECT count(*) FROM jobs WHERE prompt_text = 'lost-reply'") == 1
+    jobs = scalar(db, "SELECT count(*) FROM jobs WHERE prompt_text = 'lost-reply'")
+    assert jobs == 1
     assert scalar(db, "SELECT id FROM jobs WHERE prompt_text = 'lost-reply'") == new_id
 
     # update_download_status(downloading) counts an attempt: not repeated.
@@ -329,21 +338,27 @@ def test_lost_replies_never_duplicate_rows(
     proxy.lose_next_reply()
     with pytest.raises(DatabaseUnavailableError, match="unknown"):
         jm.update_download_status(download, "downloading")
-    assert scalar(db, "SELECT attempts FROM download_queue WHERE id = %s", download) == 2
+    attempts = scalar(db, "SELECT attempts FROM download_queue WHERE id = %s", download)
+    assert attempts == 2
 
     # add_jobs: all or nothing; the caller is told the outcome is unknown.
     jm.get_job_stats()  # a new warm connection
     proxy.lose_next_reply()
     with pytest.raises(DatabaseUnavailableError, match="unknown"):
         jm.add_jobs(["m1", "m2", "m3"], "IMAGE_TEST")
-    assert scalar(db, "SELECT count(*) FROM jobs WHERE prompt_text LIKE 'm_'") in (0, 3)
+    batch = scalar(db, "SELECT count(*) FROM jobs WHERE prompt_text LIKE 'm_'")
     jm.close()
     faults.record(  # type: ignore[attr-defined]
         "reply to a committed write lost",
-        "add_download_task, add_job, update_download_status(downloading), add_jobs",
+        "add_download_task, add_job, update_download_status(downloading), add_jobs: add_job "
+        "repeats safely, the others say the outcome is unknown",
         4,
-        "nothing duplicated: add_job repeats safely, the others say the outcome is unknown",
+        counted(
+            rows_duplicated=(downloads - 1) + (jobs - 1) + (attempts - 2),
+            partial_batches=int(batch not in (0, 3)),
+        ),
     )
+    assert batch in (0, 3)
 
 
 def test_a_restart_before_the_call_is_sent_is_still_retried(server: Server, dsn: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Server, scalar
+from conftest import Server, counted, scalar
 from job_manager import JobManager, verify_backup
 from nethelpers import Bouncer, find_pgbouncer, start_pgbouncer
 from psycopg.conninfo import conninfo_to_dict
@@ -128,19 +128,24 @@ def test_transaction_pooling_shared_by_many_clients(
     for jm in managers:
         assert jm.init_database() == []
     with psycopg.connect(through(transaction_bouncer, dsn), autocommit=True) as c:
-        assert c.execute("SHOW lock_timeout").fetchone()[0] == "0"
-        assert (
-            c.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
-            == 0
-        )
+        leaked_setting = c.execute("SHOW lock_timeout").fetchone()[0] != "0"
+        leaked_locks = c.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ).fetchone()[0]
     for jm in managers:
         jm.close()
+    assert not leaked_setting
+    assert leaked_locks == 0
     faults.record(  # type: ignore[attr-defined]
         "PgBouncer 1.18 in pool_mode=transaction between 4 clients and the server",
         "100 claims interleaved across the clients (prepared_statements=False), then "
         "init_database from each; SHOW lock_timeout and pg_locks through PgBouncer after",
         1,
-        "nothing: 100 distinct jobs claimed, no SET or advisory lock left on a server connection",
+        counted(
+            "100 distinct jobs claimed",
+            settings_left_on_a_server_connection=int(leaked_setting),
+            advisory_locks_left=leaked_locks,
+        ),
     )
 
 
@@ -181,16 +186,21 @@ def test_transaction_pooling_under_concurrency(
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert errors == []
-    assert len(claimed) == len(set(claimed)) == 320
-    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 320
+    processing = scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'")
     faults.record(  # type: ignore[attr-defined]
         "PgBouncer transaction pooling: 8 clients at once, each exchange on any server connection",
         "schema history reads, health reports, stats and claims, 40 rounds per client "
         "(the driver's named statements rewritten to unnamed ones)",
         320,
-        "nothing: no call failed, 320 distinct jobs claimed",
+        counted(
+            calls_failed=len(errors),
+            double_claims=len(claimed) - len(set(claimed)),
+            claims_missing=320 - processing,
+        ),
     )
+    assert errors == []
+    assert len(claimed) == len(set(claimed)) == 320
+    assert processing == 320
 
 
 def test_session_pooling_keeps_the_prepared_fast_path(

@@ -9,11 +9,22 @@ import os
 import shutil
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import FIXTURES, ROOT, Server, content, whole_database
+from conftest import (
+    FIXTURES,
+    ROOT,
+    Server,
+    content,
+    counted,
+    lines_changed,
+    row_changes,
+    rows_of,
+    whole_database,
+)
 from job_manager import (
     BackupCorruptError,
     BackupError,
@@ -51,13 +62,13 @@ def fill_unusual(db: psycopg.Connection) -> None:
     )
 
 
-def normalised(db: psycopg.Connection) -> str:
-    """content() in a session whose own settings cannot change the text of any value."""
+def normalised(db: psycopg.Connection) -> Counter[str]:
+    """rows_of() in a session whose own settings cannot change the text of any value."""
     db.execute(
         "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; "
         "SET extra_float_digits = 3"
     )
-    return content(db)
+    return rows_of(db)
 
 
 @pytest.fixture
@@ -83,7 +94,7 @@ def test_unusual_column_names_and_types_round_trip(
     assert verify_backup(info.path).rows["jobs"] == 5
     db.execute("DELETE FROM jobs")
     jm.restore_database(info.path, safety_backup=False)
-    assert normalised(db) == before
+    in_place = normalised(db)
     # Into a fresh database: the columns are created from the parsed types.
     target = server.create_database()
     try:
@@ -91,16 +102,19 @@ def test_unusual_column_names_and_types_round_trip(
         other.restore_database(info.path, safety_backup=False)
         other.close()
         with psycopg.connect(server.dsn_for(target), autocommit=True) as c:
-            assert normalised(c) == before
+            fresh = normalised(c)
     finally:
         server.drop_database(target)
+    changes = Counter(row_changes(before, in_place)) + Counter(row_changes(before, fresh))
     faults.record(
         "unusual columns: spaces, quotes, non-ASCII names; numeric(10,2), text[], jsonb, timestamptz, interval, float8, date",
         f"backup, restore in place and into a fresh database; every value of "
         f"{text.count('-- column: jobs ')} columns compared (jobs)",
         5,
-        "nothing (values equal)",
+        counted(**{k: changes[k] for k in ("rows_lost_or_changed", "rows_appeared")}),
     )
+    assert in_place == before
+    assert fresh == before
 
 
 def test_a_column_no_fresh_database_could_recreate_is_refused_when_backing_up(
@@ -146,6 +160,7 @@ def test_round_trips_are_exact_whatever_the_databases_settings(
     info = jm.backup_database(tmp_path, keep=None)
     jm.close()
     assert "\t2026-11-05 10:00:00" in Path(info.path).read_text()
+    changes: Counter[str] = Counter()
     for how in ("job_manager", "psql"):
         target = server.create_database()
         try:
@@ -157,7 +172,9 @@ def test_round_trips_are_exact_whatever_the_databases_settings(
             else:
                 server.psql(target, "-f", info.path)
             with psycopg.connect(server.dsn_for(target), autocommit=True) as c:
-                assert normalised(c) == before, how
+                after = normalised(c)
+                changes.update(row_changes(before, after))
+                assert after == before, how
                 day = c.execute(
                     "SELECT extract(day FROM created_at), extract(month FROM created_at) "
                     "FROM jobs LIMIT 1"
@@ -169,7 +186,10 @@ def test_round_trips_are_exact_whatever_the_databases_settings(
         "source DateStyle 'SQL, DMY', New York, sql_standard intervals, extra_float_digits 0; target German, Kathmandu, iso_8601",
         "backup, then restore by job_manager and by psql; a job of 5 November read back",
         2,
-        "nothing (5 November stays 5 November)",
+        counted(
+            "5 November stays 5 November",
+            **{k: changes[k] for k in ("rows_lost_or_changed", "rows_appeared")},
+        ),
     )
 
 
@@ -209,6 +229,7 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
 ) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"signed {i}" for i in range(3)], "IMAGE_TEST")
     before = content(db)
+    rows_before = rows_of(db)
     info = jm.backup_database(tmp_path / "b", keep=None)
     assert info.signed
     assert info.authenticated
@@ -231,6 +252,7 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
         jm.restore_database(stripped, safety_backup=False)
     with pytest.raises(BackupCorruptError, match=r"carries no HMAC"):
         jm.restore_database(FIXTURES / "airflow_backup_20250721_205159.sql", safety_backup=False)
+    after_refusals = rows_of(db)
     assert content(db) == before
     # The operator's explicit choice for a file they trust (no HMAC at all): accepted.
     jm.restore_database(stripped, safety_backup=False, allow_unsigned=True)
@@ -256,7 +278,11 @@ def test_a_backup_key_signs_and_only_signed_files_are_accepted(
         "backup key set: a row edited and the SHA-256 recomputed, the HMAC line stripped, another key, a legacy pg_dump",
         "verify and restore each; then allow_unsigned for the stripped file",
         5,
-        "nothing (forged, stripped and other-key files refused; only the operator's explicit choice loads an unsigned file)",
+        counted(
+            "forged, stripped and other-key files refused; only the operator's explicit choice "
+            "loads an unsigned file",
+            **row_changes(rows_before, after_refusals),
+        ),
     )
 
 
@@ -298,8 +324,9 @@ def test_rotation_never_deletes_the_backup_it_just_wrote(
     jm.add_job("rotation", "IMAGE_TEST")
     previous = jm.backup_database(tmp_path, keep=None).path
     # Two verifying files named in the future: a clock that was ahead, or copied files.
-    for stamp in ("20991231_235959", "20991231_235958"):
-        shutil.copy(previous, tmp_path / f"airflow_backup_{stamp}.sql")
+    future = [f"airflow_backup_{stamp}.sql" for stamp in ("20991231_235959", "20991231_235958")]
+    for name in future:
+        shutil.copy(previous, tmp_path / name)
     time.sleep(1.1)
     info = jm.backup_database(tmp_path, keep=2)
     assert Path(info.path).exists()
@@ -310,15 +337,19 @@ def test_rotation_never_deletes_the_backup_it_just_wrote(
     # A third backup with keep=2: the oldest real one goes, the future ones stay.
     time.sleep(1.1)
     third = jm.backup_database(tmp_path, keep=2)
-    assert Path(third.path).exists()
-    assert Path(info.path).exists()
-    assert not Path(previous).exists()
+    should_stay = [third.path, info.path, *(str(tmp_path / f) for f in future)]
     faults.record(
         "two verifying backups named in the year 2099 in the folder, keep=2",
-        "two backups with rotation",
+        "two backups with rotation; the future-dated files reported, not counted",
         2,
-        f"nothing (the new backup and the previous one kept; {len(warnings)} future-dated files reported, not counted, not deleted)",
+        counted(
+            f"{len(warnings)} future-dated files reported",
+            files_wrongly_deleted=sum(not Path(p).exists() for p in should_stay),
+            files_wrongly_kept=int(Path(previous).exists()),
+        ),
     )
+    assert all(Path(p).exists() for p in should_stay)
+    assert not Path(previous).exists()
 
 
 @pytest.mark.parametrize("keep", [0, -1, 2**70])
@@ -364,14 +395,18 @@ def test_restore_refuses_when_another_table_refers_to_jobs(
         BackupError, match=r"restore refused, nothing was changed: .*audit_job_fk on audit"
     ):
         jm.restore_database(path, backup_dir=tmp_path / "safety")
-    assert whole_database(server, dbname) == baseline
-    assert not (tmp_path / "safety").exists()
+    after = whole_database(server, dbname)
     faults.record(
         f"a table outside job_manager with a foreign key to jobs ({kind} file)",
-        "restore",
+        "restore (refused naming the constraint); whole-database pg_dump compared line by line",
         1,
-        "nothing (refused naming the constraint; whole-database pg_dump unchanged)",
+        counted(
+            dump_lines_changed=lines_changed(baseline, after),
+            safety_files_left=int((tmp_path / "safety").exists()),
+        ),
     )
+    assert after == baseline
+    assert not (tmp_path / "safety").exists()
 
 
 def test_restore_refuses_a_trigger_it_would_fire(
@@ -424,7 +459,7 @@ def test_a_file_swapped_during_the_restore_is_not_the_one_loaded(
 ) -> None:  # type: ignore[no-untyped-def]
     jm.add_jobs([f"original {i} " + "x" * 200 for i in range(30_000)], "IMAGE_TEST")
     verified = jm.backup_database(tmp_path / "a", keep=None).path
-    expected = content(db)
+    expected = rows_of(db)
     db.execute("DELETE FROM jobs WHERE id % 2 = 0")
     other = jm.backup_database(tmp_path / "b", keep=None).path
     path = tmp_path / "restore-me.sql"
@@ -435,14 +470,18 @@ def test_a_file_swapped_during_the_restore_is_not_the_one_loaded(
     result = jm.restore_database(path, backup_dir=safety)
     t.join()
     assert seen["done"], "the swap did not happen while the safety backup was written"
-    assert result.rows["jobs"] == 30_000
-    assert content(db) == expected
+    loaded = rows_of(db)
     faults.record(
         "the backup file replaced by another valid backup (rename) while the restore wrote its safety backup",
-        "restore of 30,000 jobs",
+        "restore of 30,000 jobs; the rows loaded compared with the verified file's",
         1,
-        "nothing (the verified file's 30,000 rows loaded, not the swapped-in 15,000)",
+        counted(
+            f"{result.rows['jobs']:,} jobs loaded; the swapped-in file has 15,000",
+            **row_changes(expected, loaded),
+        ),
     )
+    assert result.rows["jobs"] == 30_000
+    assert loaded == expected
 
 
 def test_a_file_rewritten_in_place_during_the_restore_is_refused(
@@ -451,7 +490,7 @@ def test_a_file_rewritten_in_place_during_the_restore_is_refused(
     jm.add_jobs([f"in place {i} " + "y" * 200 for i in range(30_000)], "IMAGE_TEST")
     path = Path(jm.backup_database(tmp_path / "a", keep=None).path)
     db.execute("DELETE FROM jobs WHERE id > 10")
-    before = content(db)
+    before = rows_of(db)
     data = path.read_bytes()
     body_end = data.index(b"\n-- sha256: ") + 1
     body = data[:body_end].replace(b"in place 7 ", b"in place Z ", 1)
@@ -471,10 +510,11 @@ def test_a_file_rewritten_in_place_during_the_restore_is_refused(
         jm.restore_database(path, backup_dir=safety)
     t.join()
     assert seen["done"]
-    assert content(db) == before
+    after = rows_of(db)
     faults.record(
         "the backup file rewritten in place (same inode, one prompt changed, SHA-256 recomputed) during the restore",
-        "restore of 30,000 jobs",
+        "restore of 30,000 jobs: refused before COMMIT (the bytes differ from those verified)",
         1,
-        "nothing (refused before COMMIT: the bytes differ from those verified)",
+        counted(**row_changes(before, after)),
     )
+    assert after == before

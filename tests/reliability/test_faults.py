@@ -19,7 +19,16 @@ from pathlib import Path
 import job_manager
 import psycopg
 import pytest
-from conftest import ROOT, SecretLogin, Server, content, scalar
+from conftest import (
+    ROOT,
+    SecretLogin,
+    Server,
+    content,
+    counted,
+    row_changes,
+    rows_of,
+    scalar,
+)
 from job_manager import (
     BackupCorruptError,
     BackupError,
@@ -145,7 +154,7 @@ def test_server_restart_under_load(server: Server, dsn: str, jm: JobManager, fau
         "DatabaseUnavailableError, all during a restart; adds succeeded again after every "
         "restart; no other exception",
         restarts,
-        f"{missing} acknowledged adds missing, {len(claimed) - len(set(claimed))} double claims",
+        counted(acknowledged_adds_missing=missing, double_claims=len(claimed) - len(set(claimed))),
     )
 
 
@@ -198,13 +207,15 @@ def test_fork(dsn: str, jm: JobManager, db: psycopg.Connection, faults) -> None:
         children += 4
         assert jm.get_and_lock_job("IMAGE_TEST") is not None
     claimed = scalar(db, "SELECT count(*) FROM jobs WHERE status = 'processing'")
-    assert claimed == 1 + rounds * (4 + 4 + 1)
+    expected = 1 + rounds * (4 + 4 + 1)
     faults.record(
         "fork: a JobManager used in the parent, then os.fork() x4 and multiprocessing fork and spawn",
         f"{children} children claimed with the inherited (or a new) JobManager; the parent "
         "closed its pool before each fork and reopened it on its next call",
         rounds,
+        counted(claims_missing=max(0, expected - claimed), claims_extra=max(0, claimed - expected)),
     )
+    assert claimed == expected
 
 
 # -- server gone ----------------------------------------------------------------------------------
@@ -244,6 +255,7 @@ def _server_gone(server, login, tmp_path, closed_port, faults, log_records) -> N
     }
     rounds = faults.n(3, 20)
     slowest = 0.0
+    hung = 0
     for name, (dsn, expected) in cases.items():
         for _ in range(rounds):
             jm = JobManager(dsn, connect_timeout=2)
@@ -252,6 +264,7 @@ def _server_gone(server, login, tmp_path, closed_port, faults, log_records) -> N
                 jm.get_and_lock_job("IMAGE_TEST")
             elapsed = time.monotonic() - started
             slowest = max(slowest, elapsed)
+            hung += elapsed >= 2.5
             assert elapsed < 2.5, (name, elapsed)
             pw = login.password if name == "missing database" else secret
             assert_secret_absent(
@@ -262,6 +275,7 @@ def _server_gone(server, login, tmp_path, closed_port, faults, log_records) -> N
         f"every call raised DatabaseUnavailableError or ConfigurationError within connect_timeout "
         f"(2 s; slowest {slowest:.2f} s); the password was in no message, repr or log record",
         rounds * len(cases),
+        counted(calls_past_connect_timeout=hung, password_leaks=0),
     )
 
 
@@ -271,17 +285,20 @@ def test_unresponsive_server(faults, log_records) -> None:  # type: ignore[no-un
         listener.listen(64)
         port = listener.getsockname()[1]
         rounds = faults.n(3, 10)
+        waits = []
         for _ in range(rounds):
             jm = JobManager(f"postgresql://u:silent-secret@127.0.0.1:{port}/db", connect_timeout=1)
             started = time.monotonic()
             with pytest.raises(DatabaseUnavailableError) as info:
                 jm.get_job_stats()
-            assert time.monotonic() - started < 1.5
+            waits.append(time.monotonic() - started)
+            assert waits[-1] < 1.5
             assert_secret_absent("silent-secret", str(info.value), records=log_records)
     faults.record(
         "a server that accepts TCP and never answers",
-        "DatabaseUnavailableError at connect_timeout (1 s), never a hang",
+        f"DatabaseUnavailableError at connect_timeout (1 s; slowest {max(waits):.2f} s)",
         rounds,
+        counted(calls_that_hung=sum(w >= 1.5 for w in waits)),
     )
 
 
@@ -301,12 +318,14 @@ def _init_once(args):  # type: ignore[no-untyped-def]
 def test_concurrent_init(server: Server, faults) -> None:  # type: ignore[no-untyped-def]
     rounds = faults.n(3, 20)
     ctx = mp.get_context("spawn")
+    errors = extra_history_rows = 0
     with ctx.Manager() as manager, ctx.Pool(16) as pool:
         for _ in range(rounds):
             name = server.create_database()
             try:
                 barrier = manager.Barrier(16)
                 outcomes = pool.map(_init_once, [(server.dsn_for(name), barrier)] * 16)
+                errors += sum(o[0] != "ok" for o in outcomes)
                 assert [o for o in outcomes if o[0] != "ok"] == []
                 applied = [o[1] for o in outcomes if o[1]]
                 assert len(applied) == 1, "one process applied, 15 found it done"
@@ -316,10 +335,9 @@ def test_concurrent_init(server: Server, faults) -> None:  # type: ignore[no-unt
                 )
                 assert applied[0] == [m.stem for m in migrations], applied
                 with psycopg.connect(server.dsn_for(name), autocommit=True) as c:
-                    assert (
-                        scalar(c, "SELECT count(*) FROM job_manager_schema_history")
-                        == job_manager.SCHEMA_VERSION
-                    )
+                    history = scalar(c, "SELECT count(*) FROM job_manager_schema_history")
+                    extra_history_rows += abs(history - job_manager.SCHEMA_VERSION)
+                    assert history == job_manager.SCHEMA_VERSION
                     assert (
                         scalar(c, "SELECT count(DISTINCT version) FROM job_manager_schema_history")
                         == job_manager.SCHEMA_VERSION
@@ -331,6 +349,7 @@ def test_concurrent_init(server: Server, faults) -> None:  # type: ignore[no-unt
         "16 processes call init_database() at the same moment on an empty database",
         "no error, one schema, one history row per migration, every round",
         rounds,
+        counted(errors=errors, history_rows_wrong=extra_history_rows),
     )
 
 
@@ -349,16 +368,18 @@ def test_concurrent_claims(dsn: str, jm: JobManager, db: psycopg.Connection, fau
     with ctx.Pool(8) as pool:
         results = pool.map(_drain, [dsn] * 8)
     claimed = [i for r in results for i in r]
-    assert len(claimed) == n
-    assert len(set(claimed)) == n
-    assert sum(1 for r in results if r) > 1, "the work was shared"
-    assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'pending'") == 0
+    left = scalar(db, "SELECT count(*) FROM jobs WHERE status = 'pending'")
     faults.record(
         "8 processes drain the queue with get_and_lock_job",
         f"{n:,} pending jobs; each claimed exactly once (per process: "
         f"{', '.join(str(len(r)) for r in results)}), none left behind",
         n,
+        counted(double_claims=len(claimed) - len(set(claimed)), jobs_left_pending=left),
     )
+    assert len(claimed) == n
+    assert len(set(claimed)) == n
+    assert sum(1 for r in results if r) > 1, "the work was shared"
+    assert left == 0
 
 
 # -- backups under faults -----------------------------------------------------------------------
@@ -395,20 +416,21 @@ def test_backup_under_write_load(
         writes = writing.get(timeout=300)
     assert infos[-1].rows["jobs"] > infos[0].rows["jobs"], "the writer wrote between backups"
     target = server.create_database()
+    rows_missing = orphans = 0
     try:
         other = JobManager(server.dsn_for(target))
         with psycopg.connect(server.dsn_for(target), autocommit=True) as c:
             for info in infos:
                 assert other.restore_database(info.path, safety_backup=False).rows == info.rows
-                assert scalar(c, "SELECT count(*) FROM jobs") == info.rows["jobs"]
-                assert (
-                    scalar(
-                        c,
-                        "SELECT count(*) FROM download_queue d WHERE NOT EXISTS "
-                        "(SELECT 1 FROM jobs j WHERE j.id = d.job_id)",
-                    )
-                    == 0
+                jobs = scalar(c, "SELECT count(*) FROM jobs")
+                rows_missing += abs(info.rows["jobs"] - jobs)
+                assert jobs == info.rows["jobs"]
+                orphans += scalar(
+                    c,
+                    "SELECT count(*) FROM download_queue d WHERE NOT EXISTS "
+                    "(SELECT 1 FROM jobs j WHERE j.id = d.job_id)",
                 )
+                assert orphans == 0
                 for t in ("jobs", "download_queue"):
                     last, top = c.execute(
                         f"SELECT (SELECT last_value FROM {t}_id_seq), (SELECT coalesce(max(id), 0) FROM {t})"
@@ -422,6 +444,7 @@ def test_backup_under_write_load(
         f"{backups} backups during {writes} write cycles, each restored: foreign keys hold, "
         "sequences >= max ids, row counts = the header's",
         backups,
+        counted(rows_missing=rows_missing, orphan_downloads=orphans),
     )
 
 
@@ -446,7 +469,7 @@ def test_sigkill_during_backup_and_restore(
     d = tmp_path / "killed"
     d.mkdir()
     size = Path(new_file).stat().st_size
-    landed = 0
+    landed = published_partial = 0
     for _ in range(kills):
         # Killed by what is observed, not after a guessed sleep: once the hidden temp file
         # holds a chosen share of the backup (0: as soon as it exists).
@@ -464,6 +487,7 @@ def test_sigkill_during_backup_and_restore(
         assert p.wait() == -signal.SIGKILL, "the kill must land while the backup runs"
         landed += 1
         names = [f.name for f in d.iterdir()]
+        published_partial += sum(n.startswith("airflow_backup_") for n in names)
         assert not [n for n in names if n.startswith("airflow_backup_")], names
         for f in d.iterdir():
             assert f.name.startswith(".airflow_backup_")
@@ -515,6 +539,7 @@ def test_sigkill_during_backup_and_restore(
         f"{landed} kills landed while it ran (exit -9 each); never a file under a backup name, "
         "only the hidden .tmp",
         kills,
+        counted(partial_files_under_a_backup_name=published_partial),
     )
     faults.record(
         "SIGKILL of a running restore (50,000 jobs, 80 MB) inside its open transaction, at a "
@@ -522,6 +547,7 @@ def test_sigkill_during_backup_and_restore(
         f"{outcomes['old']} kills landed mid-COPY (exit -9 each); the content checksum was the "
         "old content every time: never a half-restored table",
         kills,
+        counted(half_restored_tables=kills - outcomes["old"]),
     )
 
 
@@ -561,6 +587,7 @@ def test_corrupt_input(
     )
     variants.append(("pg_dump custom format", custom.read_bytes()))
     variants.append(("2 GB sparse file", None))
+    rows_before = rows_of(db)
     for i, (kind, blob) in enumerate(variants):
         path = bad / f"airflow_backup_2020{i:04d}_000000.sql"
         if blob is None:
@@ -595,6 +622,7 @@ def test_corrupt_input(
         f"the 2 GB sparse file refused at its first line (longer than 4 KiB), in a process of "
         f"{hwm_kb // 1024} MiB (memory on large valid files: the row on valid backups)",
         len(variants),
+        counted(**row_changes(rows_before, rows_of(db))),
     )
 
 
@@ -715,7 +743,7 @@ def test_hostile_strings(jm: JobManager, db: psycopg.Connection, faults) -> None
     values = hostile_values()
     must_accept = [v for v in values if not unstorable(v) and v.strip()]
     assert len(must_accept) >= 80, "the pinned list of values every text argument must take"
-    stored = refused = 0
+    stored = refused = changed = 0
     for name, call, free_text in calls:
         for v in values:
             refuse = not free_text or unstorable(v) or (name == "add_job prompt" and not v.strip())
@@ -736,10 +764,13 @@ def test_hostile_strings(jm: JobManager, db: psycopg.Connection, faults) -> None
                     assert "too large for the database" in message, message
                     refused += 1
                 else:
+                    changed += not came_back
                     assert came_back, f"{name}: {v[:60]!r} did not come back byte for byte"
                     stored += 1
             else:
-                assert call(v), f"{name}: {v[:60]!r} did not come back byte for byte"
+                came_back = call(v)
+                changed += not came_back
+                assert came_back, f"{name}: {v[:60]!r} did not come back byte for byte"
                 stored += 1
     # check_table_exists answers False for every such name and runs nothing.
     for v in values:
@@ -749,7 +780,8 @@ def test_hostile_strings(jm: JobManager, db: psycopg.Connection, faults) -> None
         else:
             assert jm.check_table_exists(v) is False, v[:60]
     # No statement ran that was not ours: the catalog and the anchor rows are intact.
-    assert scalar(db, "SELECT count(*) FROM pg_class") == tables_before
+    relations_changed = abs(scalar(db, "SELECT count(*) FROM pg_class") - tables_before)
+    assert relations_changed == 0
     assert jm.get_job_by_id(anchor) is not None
     assert jm.check_table_exists("jobs")
     faults.record(
@@ -760,6 +792,7 @@ def test_hostile_strings(jm: JobManager, db: psycopg.Connection, faults) -> None
         "closed vocabulary); no other error, "
         "no SQL executed",
         len(values) * (len(calls) + 1),
+        counted(values_changed_on_the_way=changed, relations_created_or_dropped=relations_changed),
     )
 
 
@@ -777,6 +810,7 @@ def test_log_tree_changing_under_the_sweep(tmp_path: Path, faults) -> None:  # t
         os.utime(f, (old, old))
         precious.append(f)
     rounds = faults.n(10, 50)
+    outside_deleted = 0
     errors_seen = 0
     for r in range(rounds):
         root = tmp_path / f"logs{r}"
@@ -809,6 +843,7 @@ def test_log_tree_changing_under_the_sweep(tmp_path: Path, faults) -> None:  # t
             stop.set()
             t.join()
         errors_seen += len(report.errors)
+        outside_deleted += sum(not f.exists() for f in precious)
         for f in precious:
             assert f.exists(), "a file outside the tree was deleted through a swapped-in symlink"
         shutil.rmtree(root)
@@ -817,7 +852,10 @@ def test_log_tree_changing_under_the_sweep(tmp_path: Path, faults) -> None:  # t
         f"{rounds} sweeps of 600 files racing a thread that replaces directories with symlinks "
         f"to a directory of old logs; {errors_seen} entries reported as unreadable",
         rounds,
-        "nothing outside the tree: all 50 old files there still exist",
+        counted(
+            "all 50 old files outside the tree still exist",
+            files_outside_the_tree_deleted=outside_deleted,
+        ),
     )
 
 
@@ -828,6 +866,7 @@ def test_backup_into_full_and_read_only_filesystems(jm: JobManager, tmp_path: Pa
     # of their rows does not, so the write itself fails.
     jm.add_jobs([f"{i} z" for i in range(800)], "IMAGE_TEST")
     rounds = faults.n(3, 10)
+    left_behind = 0
     for _ in range(rounds):
         for options, match in (
             ("size=64k", "No space left"),
@@ -839,6 +878,7 @@ def test_backup_into_full_and_read_only_filesystems(jm: JobManager, tmp_path: Pa
             try:
                 with pytest.raises(BackupError, match=match):
                     jm.backup_database(mnt)
+                left_behind += len(list(mnt.iterdir()))
                 assert list(mnt.iterdir()) == []
             finally:
                 subprocess.run(["umount", str(mnt)], check=True)
@@ -846,6 +886,7 @@ def test_backup_into_full_and_read_only_filesystems(jm: JobManager, tmp_path: Pa
         "backup into a full (64 KiB tmpfs) or read-only file system",
         "a BackupError saying why; no file left behind, partial or hidden",
         rounds * 2,
+        counted(files_left_behind=left_behind),
     )
 
 
@@ -853,6 +894,7 @@ def test_lock_held_by_another_session(
     dsn: str, jm: JobManager, db: psycopg.Connection, faults
 ) -> None:  # type: ignore[no-untyped-def]
     rounds = faults.n(3, 10)
+    slowest = 0.0
     for _ in range(rounds):
         db.execute(
             "DELETE FROM job_manager_schema_history WHERE version = %s",
@@ -864,6 +906,7 @@ def test_lock_held_by_another_session(
             started = time.monotonic()
             with pytest.raises(job_manager.SchemaError, match="locked by another session"):
                 JobManager(dsn).init_database(lock_timeout=0.3)
+            slowest = max(slowest, time.monotonic() - started)
             assert time.monotonic() - started < 3
         finally:
             locker.rollback()
@@ -871,8 +914,10 @@ def test_lock_held_by_another_session(
         assert JobManager(dsn).init_database() != []
     faults.record(
         "init_database() while another session holds a lock on jobs",
-        "SchemaError within lock_timeout naming the cause, instead of queueing every later query",
+        "SchemaError within lock_timeout (0.3 s; slowest "
+        f"{slowest:.2f} s) naming the cause, instead of queueing every later query",
         rounds,
+        counted(waits_past_3_s=int(slowest >= 3)),
     )
 
 
@@ -892,10 +937,11 @@ def test_password_never_leaks(
             JobManager(bad, connect_timeout=2).get_job_stats()
         except job_manager.JobManagerError as e:
             texts += [str(e), repr(e)]
-    assert_secret_absent(password, *texts, records=log_records)
+    leaks = sum(password in t for t in texts) + sum(password in r.getMessage() for r in log_records)
     faults.record(
         "the password in repr(JobManager), dsn, errors and every log record",
         f"{len(texts)} texts and {len(log_records)} log records checked",
         len(texts) + len(log_records),
-        "nothing: the password appeared nowhere",
+        counted(texts_or_records_with_the_password=leaks),
     )
+    assert_secret_absent(password, *texts, records=log_records)
