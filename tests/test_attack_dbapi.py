@@ -1,0 +1,121 @@
+"""Attacks on ``get_connection()`` (python/job_manager/_dbapi.py): what one ``with`` block
+leaves on its session must not reach the next borrower of the pooled connection. The replaced
+system opened a new connection per call, so code written for it never expected a session
+(its SETs, advisory locks, held cursors, role) to outlive the block. Real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import psycopg2
+import pytest
+from job_manager import JobManager
+
+
+@pytest.fixture
+def one(dsn: str) -> Iterator[JobManager]:
+    """A JobManager whose get_connection() pool holds one connection: every block reuses it."""
+    jm = JobManager(
+        dsn,
+        connect_timeout=5,
+        io_timeout=12.5,
+        dbapi_pool_size=1,
+        application_name="jm-attack-" + uuid.uuid4().hex[:8],
+    )
+    yield jm
+    jm.close()
+
+
+def backend(jm: JobManager) -> int:
+    with jm.get_connection() as conn:
+        return conn.get_backend_pid()
+
+
+def show(jm: JobManager, setting: str) -> str:
+    with jm.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting(%s)", (setting,))
+        return cur.fetchone()[0]
+
+
+def test_a_blocks_set_does_not_reach_the_next_borrower(one: JobManager) -> None:
+    first = backend(one)
+    # A borrower turns off the statement_timeout the pool promises (io_timeout) and points
+    # search_path elsewhere, committing normally.
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SET statement_timeout = 0")
+        cur.execute("SET search_path = pg_catalog")
+        cur.execute("SET work_mem = '77MB'")
+    assert backend(one) == first  # the same connection was lent again
+    assert show(one, "statement_timeout") == "12500ms"
+    assert show(one, "search_path") == '"$user", public'
+    assert show(one, "work_mem") == "4MB"
+
+
+def test_a_session_advisory_lock_is_not_kept_by_the_pool(
+    one: JobManager, db: psycopg.Connection
+) -> None:
+    # The replaced code's connection went away with its block, and its session lock with it.
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(4242)")
+    (got,) = db.execute("SELECT pg_try_advisory_lock(4242)").fetchone()
+    assert got, "the idle pooled connection still holds the block's session advisory lock"
+
+
+def test_a_held_cursor_does_not_outlive_its_block(one: JobManager) -> None:
+    with one.get_connection() as conn:
+        cur = conn.cursor("report", withhold=True)
+        cur.execute("SELECT generate_series(1, 1000)")
+        cur.fetchmany(10)  # the block ends before the cursor is read to the end
+    # The next borrower uses the same (legacy) cursor name.
+    with one.get_connection() as conn:
+        cur = conn.cursor("report", withhold=True)
+        cur.execute("SELECT 1")
+        assert cur.fetchall() == [(1,)]
+        cur.close()
+
+
+def test_a_blocks_role_does_not_reach_the_next_borrower(
+    one: JobManager, db: psycopg.Connection
+) -> None:
+    role = "jm_attack_" + uuid.uuid4().hex[:8]
+    db.execute(f"CREATE ROLE {role} NOLOGIN")
+    try:
+        with one.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(f"GRANT {role} TO current_user")
+            cur.execute(f"SET ROLE {role}")
+        assert show(one, "role") == "none"
+        with one.get_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_user = session_user")
+            assert cur.fetchone() == (True,)
+    finally:
+        one.close()
+        db.execute(f"DROP ROLE {role}")
+
+
+def test_a_blocks_temp_table_and_listen_do_not_follow(one: JobManager) -> None:
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE scratch (id int)")
+        cur.execute("LISTEN job_manager_jobs")
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_listening_channels()")
+        assert cur.fetchone() == (0,)
+        # The legacy code creates its scratch table each time.
+        cur.execute("CREATE TEMP TABLE scratch (id int)")
+
+
+def test_reset_failure_discards_the_connection(one: JobManager) -> None:
+    """Whatever the reset cannot undo, the connection is closed rather than lent on."""
+    first = backend(one)
+    with one.get_connection() as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")  # an open transaction psycopg2 does not know about
+    second = backend(one)
+    assert second != first
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    assert psycopg2.extensions.TRANSACTION_STATUS_IDLE == 0
