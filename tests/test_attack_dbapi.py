@@ -119,3 +119,20 @@ def test_reset_failure_discards_the_connection(one: JobManager) -> None:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
     assert psycopg2.extensions.TRANSACTION_STATUS_IDLE == 0
+
+
+def test_a_blocks_client_encoding_does_not_follow(one: JobManager) -> None:
+    with one.get_connection() as conn:
+        conn.set_client_encoding("LATIN1")
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT %s::text", ("小山",))
+        assert cur.fetchone() == ("小山",)
+
+
+def test_a_blocks_typecasters_do_not_follow(one: JobManager) -> None:
+    with one.get_connection() as conn:
+        text_as_upper = psycopg2.extensions.new_type((25,), "UPPER", lambda v, c: v and v.upper())
+        psycopg2.extensions.register_type(text_as_upper, conn)
+    with one.get_connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT 'abc'::text")
+        assert cur.fetchone() == ("abc",)
