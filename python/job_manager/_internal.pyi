@@ -333,8 +333,10 @@ class JobManager:
 
         The block ends normally: commit; it raises: rollback, and the exception goes on. The
         connection then goes back to a pool of at most ``dbapi_pool_size`` per process (closed
-        instead when broken, closed by the block, or left in an unknown state); a forked child
-        never uses its parent's. Errors inside the block are psycopg2's.
+        instead when broken, closed by the block, or left in an unknown state), its session
+        reset as ``DISCARD ALL`` resets it (SETs, roles, held cursors, session advisory locks,
+        LISTENs, temporary tables): nothing a block leaves on it reaches the next borrower. A
+        forked child never uses its parent's. Errors inside the block are psycopg2's.
 
         Raises:
             ConfigurationError: psycopg2 is not installed, or the server refused the login.
