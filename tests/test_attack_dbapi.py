@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import psycopg2
 import pytest
+from conftest import Server
 from job_manager import JobManager
 
 
@@ -135,3 +136,22 @@ def test_a_blocks_typecasters_do_not_follow(one: JobManager) -> None:
     with one.get_connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT 'abc'::text")
         assert cur.fetchone() == ("abc",)
+
+
+def test_libpq_environment_does_not_redirect_the_connection(
+    server: Server, dbname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is made from the JobManager's settings, not from whatever PG* variables
+    the process has (libpq reads them for every keyword it is not given; the queue's own
+    driver reads none). A DSN without a database means the user's name for both."""
+    dsn = server.dsn_for(dbname).rsplit("/", 1)[0]  # no database: the driver uses "postgres"
+    monkeypatch.setenv("PGDATABASE", dbname)
+    monkeypatch.setenv("PGTARGETSESSIONATTRS", "standby")
+    jm = JobManager(dsn, connect_timeout=5)
+    try:
+        assert jm.dsn.endswith("/postgres")  # what the queue's own connections use
+        with jm.get_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            assert cur.fetchone() == ("postgres",)
+    finally:
+        jm.close()
