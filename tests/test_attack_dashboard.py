@@ -1,0 +1,57 @@
+"""Attacks on the Job queue page's data path (python/job_manager/airflow_plugin/snapshot.py):
+work an authorised page view or a Prometheus scrape can be made to repeat. Real PostgreSQL,
+real backup files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from job_manager import JobManager
+from job_manager.airflow_plugin import snapshot
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    snapshot._backups_cache = None
+    yield backups
+    snapshot._backups_cache = None
+
+
+def test_a_backup_being_written_does_not_make_every_scrape_verify_every_backup(
+    jm: JobManager, db: psycopg.Connection, folder: Path
+) -> None:
+    """list_backups reads (verifies) every backup in full; the page and /metrics keep its
+    listing while no backup file changed. A backup in progress grows only its hidden temporary
+    file, which list_backups never lists: it must not throw the listing away on every scrape
+    (a Prometheus scrape every 15 s would otherwise re-read every backup for as long as a
+    backup runs). Nor must any other file that is not a backup."""
+    db.execute(
+        "INSERT INTO jobs (prompt_text, job_type) "
+        "SELECT 'p' || g, 'IMAGE_TEST' FROM generate_series(1, 2000) g"
+    )
+    jm.backup_database(folder, keep=None)
+    first = snapshot.backups(folder)
+    assert len(first) == 1
+    assert first[0].verified
+    assert snapshot.backups(folder) is first  # kept: nothing changed
+    # What a running backup does: its hidden temporary file grows between two scrapes.
+    tmp = folder / ".airflow_backup_20991231_235959.sql.tmp"
+    for chunk in range(3):
+        with tmp.open("ab") as f:
+            f.write(b"x" * 4096)
+        time.sleep(0.01)
+        assert snapshot.backups(folder) is first, f"re-verified all backups (chunk {chunk})"
+    (folder / "notes.txt").write_text("rotation policy: keep 10")
+    assert snapshot.backups(folder) is first
+    # A new backup is seen at once.
+    tmp.unlink()
+    time.sleep(1.1)  # backup names have a one-second resolution
+    jm.backup_database(folder, keep=None)
+    assert len(snapshot.backups(folder)) == 2
