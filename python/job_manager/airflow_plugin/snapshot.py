@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,11 +58,18 @@ def backup_dir() -> Path:
     return Path(os.environ.get("JOB_MANAGER_BACKUP_DIR") or "/opt/airflow/backups")
 
 
+#: The names list_backups reads (``airflow_backup_YYYYMMDD_HHMMSS.sql[.gz|.zst]``).
+_BACKUP_NAME = re.compile(r"airflow_backup_[0-9]{8}_[0-9]{6}\.sql(\.gz|\.zst)?")
+
+
 def _listing_key(folder: Path) -> tuple[Any, ...]:
+    """The backup files' names, sizes and times: only the files list_backups reads, so a
+    backup in progress (its hidden temporary file growing) or any other file does not make
+    every request verify every backup again."""
     entries = []
     with os.scandir(folder) as it:
         for e in it:
-            if e.is_file(follow_symlinks=False):
+            if _BACKUP_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False):
                 st = e.stat(follow_symlinks=False)
                 entries.append((e.name, st.st_size, st.st_mtime_ns))
     return (str(folder), *sorted(entries))
