@@ -19,6 +19,13 @@
 //! no one), when the server refuses LISTEN (a hot standby), and for the rest of a wait whose
 //! LISTEN connection broke.
 //!
+//! A LISTEN connection is silent by nature, so one that stopped answering (a hung backend, a
+//! proxy whose upstream died, a middlebox that forgot the flow while TCP keeps acknowledging)
+//! would look like a queue without new jobs for as long as it is kept. Over TCP a wait
+//! therefore sends it one `SELECT 1` (bounded by `io_timeout`) after each `io_timeout` without
+//! a notification, when the wait has that long left; a connection that does not answer is
+//! dropped and the wait polls.
+//!
 //! LISTEN connections are kept by their JobManager between waits (up to its `pool_size` idle
 //! ones, one per concurrent waiter; a forked process opens its own).
 
@@ -78,6 +85,18 @@ impl Listener {
             .is_some()
         {}
         Ok(())
+    }
+
+    /// One round trip, bounded by `io_timeout`: whether the connection still answers. A LISTEN
+    /// connection is silent by nature, so without this one that went silent for good (a hung
+    /// backend, a proxy whose upstream died, a middlebox that forgot the flow while TCP keeps
+    /// acknowledging) would look like a queue with no new jobs for as long as it is kept.
+    fn probe(&mut self, io_timeout: Duration) -> Result<()> {
+        self.conn.arm(io_timeout);
+        self.conn
+            .client()
+            .batch_execute("SELECT 1")
+            .map_err(|e| Error::from_postgres("checking the LISTEN connection", &e))
     }
 
     /// Blocks until a notification for `job_type` arrives (`true`) or `slice` passes.
@@ -196,6 +215,12 @@ pub fn wait_for<T>(
         }
         let mut backoff = POLL_FIRST;
         let mut next_poll = Instant::now() + backoff;
+        // When the LISTEN connection last proved alive (a notification or a probe). Over TCP
+        // it is probed once it has been silent for io_timeout, when the wait has that long
+        // left (the probe may take io_timeout, and the wait's bound holds); over a Unix socket
+        // there is no middlebox to go silent and no deadline to bound a probe.
+        let probe = !pool.settings().unix_socket();
+        let mut heard = Instant::now();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -205,7 +230,24 @@ pub fn wait_for<T>(
                 return Ok(Waited::Interrupted);
             }
             let woke = if let Some(l) = listener.as_mut() {
-                match l.wait(job_type, left.min(slice), io_timeout) {
+                let waited = match l.wait(job_type, left.min(slice), io_timeout) {
+                    Ok(true) => {
+                        heard = Instant::now();
+                        Ok(true)
+                    }
+                    Ok(false)
+                        if probe
+                            && heard.elapsed() >= io_timeout
+                            && deadline.saturating_duration_since(Instant::now()) > io_timeout =>
+                    {
+                        l.probe(io_timeout).map(|()| {
+                            heard = Instant::now();
+                            false
+                        })
+                    }
+                    other => other,
+                };
+                match waited {
                     Ok(woke) => woke,
                     Err(e) => {
                         log::warn!(
