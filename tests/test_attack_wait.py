@@ -5,6 +5,7 @@ acknowledging), through the blackholing proxy of tests/nethelpers.py. Real Postg
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from conftest import Server
-from job_manager import JobManager
+from job_manager import DatabaseUnavailableError, JobManager
 from nethelpers import Proxy
 
 
@@ -58,5 +59,31 @@ def test_a_silent_listen_connection_does_not_deafen_the_waits(
         assert job is not None
         assert job["prompt_text"] == "late"
         assert elapsed < 2.5 + 4 * 1.0, elapsed
+    finally:
+        jm.close()
+
+
+@pytest.mark.parametrize("timeout", [0, 0.5, 3.0])
+def test_a_silent_server_bounds_every_wait(proxy: Proxy, dsn: str, timeout: float) -> None:
+    """Everything through the proxy goes silent, open and new connections alike, while a
+    LISTEN connection is kept: each wait ends (DatabaseUnavailableError or nothing found)
+    within timeout + io_timeout + connect_timeout and a little, never hangs."""
+    setup = JobManager(dsn)
+    setup.init_database()
+    setup.close()
+    jm = JobManager(via(proxy, dsn), connect_timeout=1.0, io_timeout=1.0)
+    try:
+        assert jm.wait_for_job("IMAGE_TEST", 0.2) is False  # pooled + LISTEN connections
+        proxy.blackhole(new_connections=True)
+        for call in (
+            lambda: jm.wait_for_job("IMAGE_TEST", timeout),
+            lambda: jm.wait_and_lock_job("IMAGE_TEST", timeout),
+            lambda: jm.wait_and_lock_jobs("IMAGE_TEST", 5, timeout),
+        ):
+            started = time.monotonic()
+            with contextlib.suppress(DatabaseUnavailableError):
+                call()
+            elapsed = time.monotonic() - started
+            assert elapsed < timeout + 1.0 + 1.0 + 1.5, elapsed
     finally:
         jm.close()
