@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from job_manager import JobManager
-from job_manager.airflow_plugin import snapshot
+from job_manager.airflow_plugin import render, snapshot
 
 
 @pytest.fixture
@@ -55,3 +55,44 @@ def test_a_backup_being_written_does_not_make_every_scrape_verify_every_backup(
     time.sleep(1.1)  # backup names have a one-second resolution
     jm.backup_database(folder, keep=None)
     assert len(snapshot.backups(folder)) == 2
+
+
+def test_every_text_on_the_page_is_shown_as_text(
+    jm: JobManager, folder: Path, monkeypatch: pytest.MonkeyPatch, dsn: str
+) -> None:
+    """Nothing the page shows is markup: a file named like a backup that does not verify (whoever
+    can write into a shared backup volume chooses it), and hostile text in every string field
+    of a real snapshot (job types and statuses of a legacy table without CHECKs, problems,
+    the folder's name) come out escaped."""
+    payload = (
+        "<script>alert(document.cookie)</script><img src=x onerror=alert(1)>'\"><svg onload=x>"
+    )
+    (folder / "airflow_backup_20990101_000000.sql").write_text(f"-- {payload}\n{payload}\n")
+    monkeypatch.setenv("JOB_MANAGER_DSN", dsn)
+    monkeypatch.setenv("JOB_MANAGER_CONN_ID", "job_manager_test_absent")
+    monkeypatch.setenv("JOB_MANAGER_BACKUP_DIR", str(folder))
+    jm.add_job("a", "IMAGE_TEST")
+    snapshot._manager = None
+    try:
+        snap = snapshot.take()
+    finally:
+        if snapshot._manager is not None:
+            snapshot._manager.close()
+        snapshot._manager = None
+    assert snap.newest_backup is not None
+    assert not snap.newest_backup["verified"]
+    snap.jobs[payload] = {payload: 3, "pending": 1}
+    snap.downloads[payload] = 2
+    snap.backup_dir = payload
+    for b in snap.backups:
+        b["name"], b["problem"] = payload, payload
+    for p in snap.problems:
+        p.text, p.action = payload, payload
+    snap.problems.append(snapshot.Problem(payload, payload, payload))
+    html = render.page(snap, base=payload, static=payload)
+    for raw in ("<script>alert", "<img src=x", "<svg onload", "'\">"):
+        assert raw not in html, raw
+    assert "&lt;script&gt;alert" in html
+    error = render.error_page(payload, static=payload)
+    assert "<script>alert" not in error
+    assert "<svg onload" not in error

@@ -6,9 +6,14 @@ acknowledging), through the blackholing proxy of tests/nethelpers.py. Real Postg
 from __future__ import annotations
 
 import contextlib
+import json
+import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -87,3 +92,69 @@ def test_a_silent_server_bounds_every_wait(proxy: Proxy, dsn: str, timeout: floa
             assert elapsed < timeout + 1.0 + 1.0 + 1.5, elapsed
     finally:
         jm.close()
+
+
+WAITER = """
+import json, os, sys, job_manager
+dsn, limit, done = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+jm = job_manager.JobManager(dsn, pool_size=1)
+got = []
+print("ready", flush=True)
+while True:
+    jobs = jm.wait_and_lock_jobs("IMAGE_TEST", limit, 1.0)
+    if jobs:
+        got.extend(j["id"] for j in jobs)
+    elif os.path.exists(done):
+        break
+jm.close()
+print(json.dumps(got), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_six_waiting_processes_claim_each_job_exactly_once(
+    dsn: str, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """Six processes (LISTEN connections of their own) wait and claim in batches of 1 to 10
+    while jobs arrive singly and in batches: every job is claimed by exactly one of them."""
+    setup = JobManager(dsn)
+    setup.init_database()
+    done = tmp_path / "done"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WAITER, dsn, str(limit), str(done)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for limit in (1, 1, 2, 3, 5, 10)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        rng = random.Random(16)
+        n = 0
+        while n < 600:
+            size = rng.choice([1, 1, 1, 2, 7, 25])
+            if size == 1:
+                setup.add_job(f"mp {n}", "IMAGE_TEST")
+            else:
+                setup.add_jobs([f"mp {n + i}" for i in range(size)], "IMAGE_TEST")
+            n += size
+            time.sleep(rng.choice([0, 0.001, 0.01]))
+        done.write_text("done")
+        claimed: list[int] = []
+        for p in procs:
+            out, _ = p.communicate(timeout=60)
+            assert p.returncode == 0
+            claimed.extend(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        setup.close()
+    ids = [r[0] for r in db.execute("SELECT id FROM jobs ORDER BY id").fetchall()]
+    assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+    assert sorted(claimed) == ids
+    (pending,) = db.execute("SELECT count(*) FROM jobs WHERE status <> 'processing'").fetchone()
+    assert pending == 0
