@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -158,3 +159,120 @@ def test_six_waiting_processes_claim_each_job_exactly_once(
     assert sorted(claimed) == ids
     (pending,) = db.execute("SELECT count(*) FROM jobs WHERE status <> 'processing'").fetchone()
     assert pending == 0
+
+
+CTRL_C_SCRIPT = """
+import sys, job_manager
+jm = job_manager.JobManager(sys.argv[1], connect_timeout=5, io_timeout=float(sys.argv[2]))
+jm.wait_for_job("IMAGE_TEST", 0.1)
+print("waiting", flush=True)
+jm.wait_for_job("IMAGE_TEST", 120)
+"""
+
+
+def test_ctrl_c_while_the_listen_connection_is_silent(proxy: Proxy, dsn: str) -> None:
+    """Ctrl-C ends a wait within about a second (the documented 0.2 s, plus at most a probe's
+    bound) also when the LISTEN connection has gone silent and the wait is checking it."""
+    setup = JobManager(dsn)
+    setup.init_database()
+    setup.close()
+    io_timeout = 6.0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, via(proxy, dsn), str(io_timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "waiting\n"
+        proxy.blackhole(new_connections=True)
+        # The wait probes its LISTEN connection after io_timeout of silence: interrupt then.
+        time.sleep(io_timeout + 0.6)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        ended = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "KeyboardInterrupt" in err
+    assert ended < 1.5, ended
+
+
+PENDING_CTRL_C_SCRIPT = """
+import os, signal, socket, sys, threading, job_manager
+silent = socket.socket()
+silent.bind(("127.0.0.1", 0))
+silent.listen(8)  # the kernel accepts; nothing ever answers
+port = silent.getsockname()[1]
+jm = job_manager.JobManager(f"postgresql://u:p@127.0.0.1:{port}/db", connect_timeout=1.5)
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    jm.{call}
+except job_manager.DatabaseUnavailableError:
+    print("DatabaseUnavailableError", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["wait_for_job('IMAGE_TEST', 5)", "wait_and_lock_job('IMAGE_TEST', 5)", "get_job_stats()"],
+)
+def test_ctrl_c_during_a_call_that_then_fails_stays_a_ctrl_c(call: str) -> None:
+    """Ctrl-C pressed while a call blocks on a server that does not answer, and the call then
+    fails: the user gets the typed error and the KeyboardInterrupt (it interrupts the
+    handler), never a RuntimeError that swallowed both (job_manager.exceptions imported while
+    the signal was pending: "SystemError: __import__ returned a result with an exception
+    set")."""
+    out = subprocess.run(
+        [sys.executable, "-c", PENDING_CTRL_C_SCRIPT.replace("{call}", call)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "RuntimeError" not in out.stderr, out.stderr[-2000:]
+    assert "could not be loaded" not in out.stderr
+    assert "KeyboardInterrupt" in out.stderr, out.stderr[-2000:]
+    assert out.returncode != 0
+
+
+LOGGED_CTRL_C_SCRIPT = """
+import os, signal, sys, threading, job_manager
+jm = job_manager.JobManager(sys.argv[1], connect_timeout=1, io_timeout=1)
+jm.{call}
+print("ready", flush=True)
+sys.stdin.readline()
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    jm.{call}
+except job_manager.DatabaseUnavailableError:
+    print("DatabaseUnavailableError", flush=True)
+"""
+
+
+@pytest.mark.parametrize("call", ["get_job_stats()", "wait_for_job('IMAGE_TEST', 0.5)"])
+def test_ctrl_c_while_a_silent_call_logs_its_retry(proxy: Proxy, dsn: str, call: str) -> None:
+    """As above, with the pooled connection gone silent: the call logs (through Python's
+    logging) that it runs again on a new connection while the Ctrl-C is pending."""
+    setup = JobManager(dsn)
+    setup.init_database()
+    setup.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOGGED_CTRL_C_SCRIPT.replace("{call}", call), via(proxy, dsn)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proxy.blackhole(new_connections=True)
+        _, err = proc.communicate("go\n", timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "RuntimeError" not in err, err[-2000:]
+    assert "could not be loaded" not in err
+    assert "KeyboardInterrupt" in err, err[-2000:]
