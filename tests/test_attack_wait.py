@@ -186,9 +186,12 @@ def test_ctrl_c_while_the_listen_connection_is_silent(proxy: Proxy, dsn: str) ->
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "waiting\n"
+        time.sleep(0.5)  # past the wait's first checks, listening on the kept connection
         proxy.blackhole(new_connections=True)
-        # The wait probes its LISTEN connection after io_timeout of silence: interrupt then.
-        time.sleep(io_timeout + 0.6)
+        # The LISTEN connection was opened before "waiting": it is probed from about
+        # io_timeout - 0.5 s from now, and the probe fails no sooner than a second later.
+        # Interrupt in between (or before it: either way while the wait listens or probes).
+        time.sleep(io_timeout - 0.1)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
