@@ -403,7 +403,8 @@ class JobManager:
     def wait_for_job(self, job_type: JobType | str, timeout: float) -> bool:
         """Block (GIL released) until a job of this type is pending, or ``timeout`` seconds pass:
         ``True`` when one is pending. Woken by LISTEN/NOTIFY (polling with backoff when
-        ``prepared_statements=False``); Ctrl-C ends it within 0.2 s."""
+        ``prepared_statements=False``); Ctrl-C ends it within 0.2 s (a check of the queue
+        already sent finishes first, within ``io_timeout``)."""
     def wait_and_lock_job(self, job_type: JobType | str, timeout: float) -> ClaimedJob | None:
         """``get_and_lock_job`` that waits (GIL released, as ``wait_for_job``) up to ``timeout``
         seconds for a job to claim; ``None`` when none came."""
