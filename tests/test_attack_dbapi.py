@@ -6,6 +6,10 @@ system opened a new connection per call, so code written for it never expected a
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -155,3 +159,50 @@ def test_libpq_environment_does_not_redirect_the_connection(
             assert cur.fetchone() == ("postgres",)
     finally:
         jm.close()
+
+
+def test_ctrl_c_while_a_connection_is_being_reset_does_not_leak_it(
+    one: JobManager, db: psycopg.Connection
+) -> None:
+    """Ctrl-C that lands while the pool resets a returned connection (the reset waits on a lock
+    here, so the signal is pending when it returns): the connection is closed, not left open
+    outside the pool, where it would break the dbapi_pool_size bound."""
+    app = show(one, "application_name")
+
+    def count() -> int:
+        return db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchone()[0]
+
+    def interrupt_when_blocked(pid: int) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            (waiting,) = db.execute(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+            if waiting:
+                break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        db.execute("ROLLBACK")  # releases the lock: the reset finishes
+
+    def block_whose_reset_waits() -> None:
+        with one.get_connection() as conn, conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE scratch (id int)")
+            cur.execute("SELECT pg_my_temp_schema()::regnamespace::text")
+            (schema,) = cur.fetchone()
+            pid = conn.get_backend_pid()
+            conn.commit()
+            db.execute("BEGIN")
+            db.execute(f'LOCK TABLE "{schema}".scratch IN ACCESS EXCLUSIVE MODE')
+            threading.Thread(target=interrupt_when_blocked, args=(pid,), daemon=True).start()
+        # Not reached when the KeyboardInterrupt is raised by the reset, as it is here.
+        time.sleep(5)
+
+    with pytest.raises(KeyboardInterrupt):
+        block_whose_reset_waits()
+    # The pool lends at most dbapi_pool_size (1) connections, lent or idle: after one more
+    # block there is one session, not the interrupted one plus a new one.
+    assert backend(one) > 0
+    assert count() == 1, "the connection being reset was left open, outside the pool"
