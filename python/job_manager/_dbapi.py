@@ -278,6 +278,14 @@ class Pool:
                     self._open.discard(conn)
             if not keep and not conn.closed:
                 conn.close()
+        except BaseException:
+            # Ctrl-C (or any exception) while checking or resetting it: its state is unknown,
+            # and a connection neither idle nor closed would escape the bound.
+            with self._lock:
+                self._open.discard(conn)
+            with suppress(Exception):
+                conn.close()
+            raise
         finally:
             slots.release()
 
