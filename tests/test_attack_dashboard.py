@@ -5,12 +5,15 @@ real backup files.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import ROOT
 from job_manager import JobManager
 from job_manager.airflow_plugin import render, snapshot
 
@@ -96,3 +99,43 @@ def test_every_text_on_the_page_is_shown_as_text(
     error = render.error_page(payload, static=payload)
     assert "<script>alert" not in error
     assert "<svg onload" not in error
+
+
+NO_CONNECTION_SCRIPT = """
+import os
+from job_manager.airflow_plugin import snapshot
+from job_manager.exceptions import JobManagerError
+try:
+    snapshot.take()
+except JobManagerError as e:
+    print("JobManagerError", type(e).__name__, e)
+except Exception as e:
+    print("other", type(e).__name__)
+"""
+
+
+def test_no_connection_configured_is_a_clear_error(tmp_path: Path) -> None:
+    """In the API server with neither the Airflow connection nor $JOB_MANAGER_DSN, the page,
+    its JSON and /metrics answer with job_manager's error (a 503 page saying what to set,
+    job_manager_up 0), not a bare 500: snapshot.take() raises job_manager's errors only."""
+    python = os.environ.get("JOB_MANAGER_AIRFLOW_PYTHON") or str(ROOT / ".venv-airflow/bin/python")
+    if not Path(python).exists():
+        pytest.fail("no Airflow venv: run bash scripts/test.sh (it installs Airflow with uv)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_MANAGER_", "AIRFLOW"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        JOB_MANAGER_BACKUP_DIR=str(tmp_path),
+        PYTHONWARNINGS="ignore",
+    )
+    out = subprocess.run(
+        [python, "-c", NO_CONNECTION_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert out.startswith("JobManagerError ConfigurationError"), out
+    assert "job_manager_db" in out
+    assert "JOB_MANAGER_DSN" in out
