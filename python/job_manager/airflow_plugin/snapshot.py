@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from job_manager import JobManager, list_backups
-from job_manager.exceptions import JobManagerError
+from job_manager.exceptions import ConfigurationError, JobManagerError
 
 log = logging.getLogger("job_manager.airflow_plugin")
 
@@ -47,7 +47,16 @@ def manager() -> JobManager:
                 _manager = JobManager.from_airflow_connection(conn_id, pool_size=POOL_SIZE)
             except Exception as e:  # Airflow's not-found error differs between versions
                 if not os.environ.get("JOB_MANAGER_DSN"):
-                    raise
+                    if isinstance(e, JobManagerError):
+                        raise
+                    # job_manager's error, so the page says it (503) rather than a bare 500;
+                    # the reason, which may name the connection's host, goes to the log only.
+                    log.warning("job queue page: Airflow connection %r: %s", conn_id, e)
+                    raise ConfigurationError(
+                        f"the Job queue page reads the queue through the Airflow connection "
+                        f"{conn_id!r} ($JOB_MANAGER_CONN_ID) or $JOB_MANAGER_DSN, and neither "
+                        f"is usable ({type(e).__name__}): add the connection"
+                    ) from None
                 log.info("no Airflow connection %r (%s); using $JOB_MANAGER_DSN", conn_id, e)
                 _manager = JobManager(pool_size=POOL_SIZE)
         return _manager
