@@ -362,18 +362,21 @@ impl Settings {
                 join(pg.get_hostaddrs().iter().map(ToString::to_string).collect()),
             ));
         }
-        if !pg.get_ports().is_empty() {
-            out.push((
-                "port",
-                join(pg.get_ports().iter().map(ToString::to_string).collect()),
-            ));
-        }
-        if let Some(db) = pg.get_dbname() {
-            out.push(("dbname", db.to_owned()));
-        }
-        if let Some(user) = pg.get_user() {
-            out.push(("user", user.to_owned()));
-        }
+        // Every keyword libpq would otherwise take from the environment (PGPORT, PGDATABASE,
+        // PGTARGETSESSIONATTRS, ...) is given, with the driver's own defaults: the queue's
+        // connections never read those variables, so neither may these.
+        let ports = pg.get_ports();
+        out.push((
+            "port",
+            if ports.is_empty() {
+                "5432".to_owned()
+            } else {
+                join(ports.iter().map(ToString::to_string).collect())
+            },
+        ));
+        let user = pg.get_user().unwrap_or_default();
+        out.push(("dbname", pg.get_dbname().unwrap_or(user).to_owned()));
+        out.push(("user", user.to_owned()));
         if let Some(password) = self.password() {
             out.push(("password", password.to_owned()));
         }
@@ -399,12 +402,18 @@ impl Settings {
                 out.push(("tcp_user_timeout", t.as_millis().max(1).to_string()));
             }
         }
-        if matches!(
-            pg.get_target_session_attrs(),
-            postgres::config::TargetSessionAttrs::ReadWrite
-        ) {
-            out.push(("target_session_attrs", "read-write".to_owned()));
-        }
+        out.push((
+            "target_session_attrs",
+            if matches!(
+                pg.get_target_session_attrs(),
+                postgres::config::TargetSessionAttrs::ReadWrite
+            ) {
+                "read-write"
+            } else {
+                "any"
+            }
+            .to_owned(),
+        ));
         // TLS and application_name exactly as pg_dump gets them (PGSSLMODE -> sslmode, ...).
         for (var, value) in self.libpq_env() {
             let key = match var {
@@ -1029,10 +1038,15 @@ mod tests {
         assert_eq!(p["keepalives_count"], "3");
         assert_eq!(p["tcp_user_timeout"], "30000");
         assert!(!p.contains_key("sslrootcert"));
+        assert_eq!(p["target_session_attrs"], "any");
         let s = resolve_test(Some("host=/tmp user=u dbname=d"), 2, 10.0, no_env).unwrap();
         let p: HashMap<_, _> = s.dbapi_params().into_iter().collect();
         assert_eq!(p["host"], "/tmp");
         assert!(!p.contains_key("password") && !p.contains_key("keepalives"));
+        // No port, no database: the driver's defaults, never libpq's PGPORT / PGDATABASE.
+        let s = resolve_test(Some("postgresql://u@h"), 2, 10.0, no_env).unwrap();
+        let p: HashMap<_, _> = s.dbapi_params().into_iter().collect();
+        assert_eq!((p["port"].as_str(), p["dbname"].as_str()), ("5432", "u"));
         let options = Options {
             dbapi_pool_size: Some(9),
             ..Options::default()

@@ -19,6 +19,13 @@
 //! no one), when the server refuses LISTEN (a hot standby), and for the rest of a wait whose
 //! LISTEN connection broke.
 //!
+//! A LISTEN connection is silent by nature, so one that stopped answering (a hung backend, a
+//! proxy whose upstream died, a middlebox that forgot the flow while TCP keeps acknowledging)
+//! would look like a queue without new jobs for as long as it is kept. Over TCP a wait
+//! therefore sends it one `SELECT 1` after each `io_timeout` without a notification, bounded by
+//! [`PROBE_CAP`] (or `io_timeout` when shorter), when the wait has that long left; a connection
+//! that does not answer is dropped and the wait polls.
+//!
 //! LISTEN connections are kept by their JobManager between waits (up to its `pool_size` idle
 //! ones, one per concurrent waiter; a forked process opens its own).
 
@@ -41,6 +48,11 @@ pub const SLICE: Duration = Duration::from_millis(200);
 /// handlers run on the main thread only), so there is nothing to look for in between.
 pub const LONG_SLICE: Duration = Duration::from_secs(5);
 
+/// The longest a probe of a silent LISTEN connection may take, unless `io_timeout` is shorter
+/// (on threads other than Python's main one: [`LONG_SLICE`]). Ctrl-C waits for a probe, so
+/// this bounds how late it can be noticed then.
+pub const PROBE_CAP: Duration = Duration::from_secs(1);
+
 /// The first pause when polling (no LISTEN).
 pub const POLL_FIRST: Duration = Duration::from_millis(10);
 
@@ -51,6 +63,8 @@ pub const POLL_CAP: Duration = Duration::from_secs(1);
 pub struct Listener {
     conn: Connection,
     pid: u32,
+    /// When the connection last proved alive (opened, a notification, a probe).
+    heard: Instant,
 }
 
 impl Listener {
@@ -63,6 +77,7 @@ impl Listener {
         Ok(Listener {
             conn,
             pid: std::process::id(),
+            heard: Instant::now(),
         })
     }
 
@@ -78,6 +93,44 @@ impl Listener {
             .is_some()
         {}
         Ok(())
+    }
+
+    /// One round trip, bounded by `io_timeout`: whether the connection still answers. A LISTEN
+    /// connection is silent by nature, so without this one that went silent for good (a hung
+    /// backend, a proxy whose upstream died, a middlebox that forgot the flow while TCP keeps
+    /// acknowledging) would look like a queue with no new jobs for as long as it is kept.
+    fn probe(&mut self, io_timeout: Duration) -> Result<()> {
+        self.conn.arm(io_timeout);
+        self.conn
+            .client()
+            .batch_execute("SELECT 1")
+            .map_err(|e| Error::from_postgres("checking the LISTEN connection", &e))
+    }
+
+    /// [`Listener::wait`]; then, when nothing has been heard on the connection for
+    /// `io_timeout` and `probe` bounds a probe that the time left before `deadline` allows, a
+    /// [`Listener::probe`] (an error when the connection does not answer).
+    fn listen(
+        &mut self,
+        job_type: JobType,
+        slice: Duration,
+        io_timeout: Duration,
+        probe: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<bool> {
+        if self.wait(job_type, slice, io_timeout)? {
+            self.heard = Instant::now();
+            return Ok(true);
+        }
+        if let Some(bound) = probe {
+            if self.heard.elapsed() >= io_timeout
+                && deadline.saturating_duration_since(Instant::now()) > bound
+            {
+                self.probe(bound)?;
+                self.heard = Instant::now();
+            }
+        }
+        Ok(false)
     }
 
     /// Blocks until a notification for `job_type` arrives (`true`) or `slice` passes.
@@ -196,6 +249,10 @@ pub fn wait_for<T>(
         }
         let mut backoff = POLL_FIRST;
         let mut next_poll = Instant::now() + backoff;
+        // Over TCP the LISTEN connection is probed once it has been silent for io_timeout (see
+        // Listener::listen); over a Unix socket there is no middlebox to go silent and no
+        // deadline to bound a probe.
+        let probe = (!pool.settings().unix_socket()).then(|| io_timeout.min(slice.max(PROBE_CAP)));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -205,15 +262,18 @@ pub fn wait_for<T>(
                 return Ok(Waited::Interrupted);
             }
             let woke = if let Some(l) = listener.as_mut() {
-                match l.wait(job_type, left.min(slice), io_timeout) {
+                match l.listen(job_type, left.min(slice), io_timeout, probe, deadline) {
                     Ok(woke) => woke,
                     Err(e) => {
+                        // No attempt at once (it would likely meet the same trouble): the loop
+                        // looks for Ctrl-C first, then polls.
                         log::warn!(
-                            "the LISTEN connection broke ({e}); polling for the rest of this wait"
+                            "the LISTEN connection broke or went silent ({e}); polling for the \
+                             rest of this wait"
                         );
                         listener = None;
                         next_poll = Instant::now() + backoff;
-                        true
+                        continue;
                     }
                 }
             } else {

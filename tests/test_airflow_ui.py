@@ -214,6 +214,24 @@ def test_no_login_no_data(airflow: Airflow, seeded: dict[str, int]) -> None:
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]
 
 
+def test_no_route_outside_the_check(airflow: Airflow, seeded: dict[str, int]) -> None:
+    """FastAPI adds /openapi.json, /docs and /redoc with add_route, outside the app's
+    dependencies: without a login they must not answer (the Swagger page would also run a
+    script from a CDN on Airflow's origin). And /metrics, like the page, must not be kept by a
+    shared cache for the next client."""
+    for path in ("/job-manager/openapi.json", "/job-manager/docs", "/job-manager/redoc"):
+        code, body = _get(airflow.url + path)
+        assert code in (401, 403, 404), (path, code, body[:200])
+        assert b"cdn.jsdelivr.net" not in body
+    req = urllib.request.Request(
+        airflow.url + "/job-manager/metrics",
+        headers={"Authorization": f"Bearer {_token(airflow.url)}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+        assert r.headers["Cache-Control"] == "no-store"
+
+
 def test_metrics_with_a_bearer_token(airflow: Airflow, seeded: dict[str, int]) -> None:
     token = _token(airflow.url)
     code, body = _get(airflow.url + "/job-manager/metrics", {"Authorization": f"Bearer {token}"})

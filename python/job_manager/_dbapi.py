@@ -13,6 +13,11 @@ small bounded pool kept beside the queue's own:
 * the block ends normally: commit; it raises: rollback, and the exception goes on; either way
   the connection goes back, or is closed when it is broken, closed by the caller, or its
   transaction state is unknown;
+* a connection goes back as a new one would be: the replaced code's connection ended with its
+  block, so nothing a block did to the session outlives it. One round trip runs what
+  ``DISCARD ALL`` runs (held cursors closed, SET/SET ROLE/SET SESSION AUTHORIZATION undone,
+  prepared statements, LISTENs, session advisory locks, temporary tables and cached plans
+  dropped) and sets ``statement_timeout`` again; a connection this cannot reset is closed;
 * a connection idle in the pool is checked without a round trip (anything readable on an idle
   socket means the server closed it or is closing it) and replaced when dead;
 * fork-safe: a child never speaks on its parent's sockets. After ``os.fork()`` (and, without
@@ -51,6 +56,14 @@ _LOGIN_REFUSED = (
 )
 
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+# DISCARD ALL, spelled out: DISCARD ALL itself must be a query of its own (it refuses to run
+# in the implicit transaction of a multi-statement query), and the statement_timeout the pool
+# sets follows it in the same round trip.
+_RESET_SESSION = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
+)
 
 
 def _import_psycopg2() -> Any:
@@ -111,6 +124,11 @@ class Pool:
         self._timeout = timeout
         self._dsn = redacted_dsn
         self._statement_timeout_ms = statement_timeout_ms
+        self._reset_sql = _RESET_SESSION
+        self._reset_args: tuple[str, ...] = ()
+        if statement_timeout_ms is not None:
+            self._reset_sql += "; SELECT set_config('statement_timeout', %s, false)"
+            self._reset_args = (f"{statement_timeout_ms}ms",)
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(size)
@@ -260,11 +278,20 @@ class Pool:
                     self._open.discard(conn)
             if not keep and not conn.closed:
                 conn.close()
+        except BaseException:
+            # Ctrl-C (or any exception) while checking or resetting it: its state is unknown,
+            # and a connection neither idle nor closed would escape the bound.
+            with self._lock:
+                self._open.discard(conn)
+            with suppress(Exception):
+                conn.close()
+            raise
         finally:
             slots.release()
 
     def _reusable(self, conn: Any, clean: bool) -> bool:
-        """Whether `conn` is open, outside any transaction, and back to the defaults."""
+        """Whether `conn` is open, outside any transaction, and back to the defaults (on the
+        Python side and in the server's session)."""
         psycopg2 = self._psycopg2
         if conn.closed:
             return False
@@ -285,6 +312,22 @@ class Pool:
                 )
             conn.cursor_factory = None
             del conn.notices[:]
+            del conn.notifies[:]
+            # Typecasters registered on this connection (register_uuid(conn_or_curs=conn)...).
+            conn.string_types.clear()
+            conn.binary_types.clear()
+            # What the block left on the server's session (SET, SET ROLE, WITH HOLD cursors,
+            # advisory locks, LISTEN, temporary tables): reset in one round trip.
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(self._reset_sql, self._reset_args)
+            finally:
+                conn.autocommit = False
+            # RESET ALL put client_encoding back on the server; psycopg2 encodes with what
+            # set_client_encoding() told it. A mismatch cannot be trusted: closed.
+            if conn.get_parameter_status("client_encoding") != conn.encoding:
+                return False
         except psycopg2.Error:
             return False
         return True

@@ -333,8 +333,10 @@ class JobManager:
 
         The block ends normally: commit; it raises: rollback, and the exception goes on. The
         connection then goes back to a pool of at most ``dbapi_pool_size`` per process (closed
-        instead when broken, closed by the block, or left in an unknown state); a forked child
-        never uses its parent's. Errors inside the block are psycopg2's.
+        instead when broken, closed by the block, or left in an unknown state), its session
+        reset as ``DISCARD ALL`` resets it (SETs, roles, held cursors, session advisory locks,
+        LISTENs, temporary tables): nothing a block leaves on it reaches the next borrower. A
+        forked child never uses its parent's. Errors inside the block are psycopg2's.
 
         Raises:
             ConfigurationError: psycopg2 is not installed, or the server refused the login.
@@ -401,7 +403,8 @@ class JobManager:
     def wait_for_job(self, job_type: JobType | str, timeout: float) -> bool:
         """Block (GIL released) until a job of this type is pending, or ``timeout`` seconds pass:
         ``True`` when one is pending. Woken by LISTEN/NOTIFY (polling with backoff when
-        ``prepared_statements=False``); Ctrl-C ends it within 0.2 s."""
+        ``prepared_statements=False``); Ctrl-C ends it within 0.2 s (a check of the queue
+        already sent finishes first, within ``io_timeout``)."""
     def wait_and_lock_job(self, job_type: JobType | str, timeout: float) -> ClaimedJob | None:
         """``get_and_lock_job`` that waits (GIL released, as ``wait_for_job``) up to ``timeout``
         seconds for a job to claim; ``None`` when none came."""

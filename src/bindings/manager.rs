@@ -491,7 +491,8 @@ impl JobManager {
 
     /// Block (GIL released) until a job of this type is pending, or ``timeout`` seconds pass:
     /// ``True`` when one is pending. Woken by LISTEN/NOTIFY (polling with backoff when
-    /// ``prepared_statements=False``); Ctrl-C ends it within 0.2 s.
+    /// ``prepared_statements=False``); Ctrl-C ends it within 0.2 s (a check of the queue
+    /// already sent finishes first, within ``io_timeout``).
     fn wait_for_job(&self, py: Python<'_>, job_type: Text, timeout: f64) -> PyResult<bool> {
         let t = self::job_type(&job_type)?;
         let timeout = wait_timeout(timeout)?;

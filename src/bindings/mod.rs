@@ -32,6 +32,51 @@ fn _release_pools_before_fork(py: Python<'_>) {
     }
 }
 
+/// pyo3-log, minus one hazard: Python's logging runs Python code, so a signal that arrived
+/// while a call was blocked (Ctrl-C) has its handler run inside the logging call, and pyo3-log
+/// leaves the KeyboardInterrupt set on the thread. The call then fails with a SystemError
+/// ("returned a result with an exception set"), or turns its typed error into a RuntimeError,
+/// and the Ctrl-C is lost. Here an exception raised while logging is taken off the thread: a
+/// KeyboardInterrupt is delivered again (`_thread.interrupt_main()`, as if Ctrl-C were pressed
+/// now: the next signal check or bytecode raises it), anything else is reported as
+/// unraisable, as Python does for errors in `__del__`.
+struct SignalSafeLogger(pyo3_log::Logger);
+
+impl log::Log for SignalSafeLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.0.enabled(record.metadata()) {
+            return;
+        }
+        Python::attach(|py| {
+            let before = PyErr::take(py);
+            self.0.log(record);
+            if let Some(raised) = PyErr::take(py) {
+                if raised.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                    if let Err(e) = py
+                        .import("_thread")
+                        .and_then(|t| t.call_method0("interrupt_main"))
+                    {
+                        e.write_unraisable(py, None);
+                    }
+                } else {
+                    raised.write_unraisable(py, None);
+                }
+            }
+            if let Some(e) = before {
+                e.restore(py);
+            }
+        });
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // Rust `log` records go to Python `logging`, under the `job_manager` logger tree (server
@@ -42,7 +87,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels)?
         .filter(log::LevelFilter::Warn)
         .filter_target("job_manager".to_owned(), log::LevelFilter::Trace);
-    if let Ok(handle) = logger.install() {
+    let handle = logger.reset_handle();
+    if log::set_boxed_logger(Box::new(SignalSafeLogger(logger))).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
         let _ = LOG_RESET.set(handle);
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

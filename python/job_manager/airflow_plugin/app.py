@@ -4,7 +4,9 @@ Every route, the stylesheet included, depends on :func:`requires_job_queue_acces
 own ``get_user`` (a ``Authorization: Bearer`` JWT, else the ``_token`` cookie the UI sets at
 login, which the browser sends with the iframe's same-origin requests) and then the auth
 manager's ``is_authorized_custom_view(GET, "Job queue")``. No user: 401; a user without the
-permission or an invalid token: 403. Nothing is read before the check passes.
+permission or an invalid token: 403. Nothing is read before the check passes. FastAPI's own
+``/openapi.json``, ``/docs`` and ``/redoc`` (which it adds outside the app's dependencies)
+are turned off.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def create_app() -> FastAPI:
         title="job_manager: Job queue",
         description="The job queue at a glance (read-only) and Prometheus metrics.",
         dependencies=[Depends(requires_job_queue_access)],
+        # FastAPI serves these with add_route, outside `dependencies`: no login would be
+        # asked, and the Swagger page runs a script from a CDN on Airflow's origin.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.get("/", response_class=HTMLResponse)
@@ -103,7 +110,11 @@ def create_app() -> FastAPI:
         except JobManagerError as e:
             _unavailable(e)
             snap = None
-        return Response(metrics.render(snap), media_type=metrics.CONTENT_TYPE)
+        return Response(
+            metrics.render(snap),
+            media_type=metrics.CONTENT_TYPE,
+            headers={"Cache-Control": "no-store"},
+        )
 
     @app.get("/static/{name}")
     def static_file(name: str) -> FileResponse:

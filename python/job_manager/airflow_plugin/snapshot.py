@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from job_manager import JobManager, list_backups
-from job_manager.exceptions import JobManagerError
+from job_manager.exceptions import ConfigurationError, JobManagerError
 
 log = logging.getLogger("job_manager.airflow_plugin")
 
@@ -46,7 +47,16 @@ def manager() -> JobManager:
                 _manager = JobManager.from_airflow_connection(conn_id, pool_size=POOL_SIZE)
             except Exception as e:  # Airflow's not-found error differs between versions
                 if not os.environ.get("JOB_MANAGER_DSN"):
-                    raise
+                    if isinstance(e, JobManagerError):
+                        raise
+                    # job_manager's error, so the page says it (503) rather than a bare 500;
+                    # the reason, which may name the connection's host, goes to the log only.
+                    log.warning("job queue page: Airflow connection %r: %s", conn_id, e)
+                    raise ConfigurationError(
+                        f"the Job queue page reads the queue through the Airflow connection "
+                        f"{conn_id!r} ($JOB_MANAGER_CONN_ID) or $JOB_MANAGER_DSN, and neither "
+                        f"is usable ({type(e).__name__}): add the connection"
+                    ) from None
                 log.info("no Airflow connection %r (%s); using $JOB_MANAGER_DSN", conn_id, e)
                 _manager = JobManager(pool_size=POOL_SIZE)
         return _manager
@@ -57,11 +67,18 @@ def backup_dir() -> Path:
     return Path(os.environ.get("JOB_MANAGER_BACKUP_DIR") or "/opt/airflow/backups")
 
 
+#: The names list_backups reads (``airflow_backup_YYYYMMDD_HHMMSS.sql[.gz|.zst]``).
+_BACKUP_NAME = re.compile(r"airflow_backup_[0-9]{8}_[0-9]{6}\.sql(\.gz|\.zst)?")
+
+
 def _listing_key(folder: Path) -> tuple[Any, ...]:
+    """The backup files' names, sizes and times: only the files list_backups reads, so a
+    backup in progress (its hidden temporary file growing) or any other file does not make
+    every request verify every backup again."""
     entries = []
     with os.scandir(folder) as it:
         for e in it:
-            if e.is_file(follow_symlinks=False):
+            if _BACKUP_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False):
                 st = e.stat(follow_symlinks=False)
                 entries.append((e.name, st.st_size, st.st_mtime_ns))
     return (str(folder), *sorted(entries))
