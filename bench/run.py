@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import job_manager
 import psycopg
@@ -67,6 +68,8 @@ class Case:
     results: list[Result] = field(default_factory=list)
     bars: list[tuple[str, bool]] = field(default_factory=list)  # (text, met)
     notes: list[str] = field(default_factory=list)
+    #: The `--only` name of the method that ran it.
+    key: str = ""
 
     def __post_init__(self) -> None:
         log(f"== case: {self.name}")
@@ -100,6 +103,34 @@ def analyze_after_load_s(dsn: str, *targets: str) -> float:
     sql = "SET LOCAL default_statistics_target = 10;" + "".join(f" ANALYZE {t};" for t in targets)
     with psycopg.connect(dsn) as c:
         return timed(lambda: c.execute(sql))
+
+
+#: A backup in a process of its own: its peak memory is the child's own VmHWM (ru_maxrss would
+#: carry the high-water mark of the forked parent, this process, across exec).
+BACKUP_CODE = (
+    "import sys, json; from job_manager import JobManager;"
+    "kw = json.loads(sys.argv[3]);"
+    "i = JobManager(sys.argv[1]).backup_database(sys.argv[2], keep=None, **kw);"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
+    "print(json.dumps({'path': i.path, 'size': i.size_bytes, 'hwm_kb': int(hwm.split()[1])}))"
+)
+
+
+def backup_child(dsn: str, d: Path, **kwargs: object) -> dict[str, Any]:
+    """`backup_database(d, keep=None, **kwargs)` in a child process: path, size, peak KiB."""
+    out = subprocess.run(
+        [sys.executable, "-c", BACKUP_CODE, dsn, str(d), json.dumps(kwargs)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def default_streams_here() -> int:
+    """The streams job_manager's backup uses by default on this machine (see
+    `src/backup/parallel.rs`, `default_streams`), before the server's limits."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def rate(n: int, seconds: float) -> float:
@@ -181,7 +212,10 @@ class Bench:
         for name in selected:
             started = time.perf_counter()
             log(f"case {name} ...")
+            before = len(self.cases)
             getattr(self, f"case_{name}")()
+            for case in self.cases[before:]:
+                case.key = name
             log(f"case {name} done in {time.perf_counter() - started:.1f}s")
 
     # -- cases ----------------------------------------------------------------------------------
@@ -483,16 +517,13 @@ class Bench:
         work = Path(tempfile.mkdtemp(prefix="jm-bench-"))
         # Peak memory is the child's own VmHWM: ru_maxrss would carry the high-water mark of
         # the forked parent (this process, holding the prefill data) across exec.
-        backup_code = (
-            "import sys, json; from job_manager import JobManager;"
-            "i = JobManager(sys.argv[1]).backup_database(sys.argv[2], keep=None);"
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0];"
-            "print(json.dumps({'path': i.path, 'size': i.size_bytes, 'hwm_kb': int(hwm.split()[1])}))"
-        )
         values: dict[str, list[float]] = {
             k: []
             for k in (
                 "backup: job_manager",
+                "backup: job_manager streams=1",
+                "backup: job_manager streams=2",
+                "backup: job_manager streams=4",
                 "backup: pg_dump -t (same tables)",
                 "backup: psql \\copy to /dev/null (floor)",
                 "restore: job_manager",
@@ -500,20 +531,22 @@ class Bench:
             )
         }
         rss: list[float] = []
+        rss_by_streams: dict[str, list[float]] = {"1": [], "2": [], "4": []}
         verify_s: list[float] = []
         analyze_s: list[float] = []
         files: dict[str, Path] = {}
 
         def ours(d: Path) -> None:
-            out = subprocess.run(
-                [sys.executable, "-c", backup_code, dsn, str(d)],
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
-            ).stdout
-            made = json.loads(out)
+            made = backup_child(dsn, d / "default")
             files["ours"] = Path(made["path"])
             rss.append(made["hwm_kb"] / 1024)
+
+        def ours_streams(n: int) -> Callable[[Path], None]:
+            def step(d: Path) -> None:
+                made = backup_child(dsn, d / f"s{n}", streams=n)
+                rss_by_streams[str(n)].append(made["hwm_kb"] / 1024)
+
+            return step
 
         def pg_dump(d: Path) -> None:
             files["pg_dump"] = d / "pg_dump.sql"
@@ -545,6 +578,9 @@ class Bench:
 
         backups = [
             ("backup: job_manager", ours),
+            ("backup: job_manager streams=1", ours_streams(1)),
+            ("backup: job_manager streams=2", ours_streams(2)),
+            ("backup: job_manager streams=4", ours_streams(4)),
             ("backup: pg_dump -t (same tables)", pg_dump),
             ("backup: psql \\copy to /dev/null (floor)", floor),
         ]
@@ -555,7 +591,8 @@ class Bench:
             for rnd in range(2 if self.quick else 7):
                 d = work / f"r{rnd}"
                 d.mkdir()
-                for name, step in backups[rnd % 3 :] + backups[: rnd % 3]:
+                k = rnd % len(backups)
+                for name, step in backups[k:] + backups[:k]:
                     # Nothing left to write back from the step before: job_manager's fsync
                     # would otherwise also wait for the other tools' dirty pages.
                     os.sync()
@@ -631,11 +668,34 @@ class Bench:
                 res["restore: psql --single-transaction (pg_dump's file)"],
             )
         )
-        case.bar(f"backup wall time <= pg_dump's (pg_dump takes {b:.2f}x ours)", b >= 1.0)
-        case.bar(
-            f"backup peak RSS < 100 MB (median {statistics.median(rss):.0f} MiB)",
-            statistics.median(rss) < 100,
+        for n, hwm in rss_by_streams.items():
+            case.add(
+                Result(
+                    case.name,
+                    f"backup: job_manager streams={n} peak RSS",
+                    hwm,
+                    "MiB",
+                    higher_is_better=False,
+                )
+            )
+        case.bar(f"backup >= 1.5x pg_dump's speed (pg_dump takes {b:.2f}x ours)", b >= 1.5)
+        one = res["backup: job_manager streams=1"]
+        speedups = {
+            n: statistics.median(case.ratios(res[f"backup: job_manager streams={n}"], one))
+            for n in (2, 4)
+        }
+        default_vs_one = statistics.median(case.ratios(res["backup: job_manager"], one))
+        case.notes.append(
+            "speed-up over 1 stream (median of per-round ratios): "
+            f"2 streams {speedups[2]:.2f}x, 4 streams {speedups[4]:.2f}x; the default "
+            f"({default_streams_here()} stream(s) on this machine) {default_vs_one:.2f}x"
         )
+        case.bar(
+            f"the default is not slower than 1 stream ({default_vs_one:.2f}x; within 10%)",
+            default_vs_one >= 0.9,
+        )
+        peak = max(statistics.median(v) for v in [rss, *rss_by_streams.values()])
+        case.bar(f"backup peak RSS < 100 MB (largest median {peak:.0f} MiB)", peak < 100)
         case.bar(f"restore <= psql of pg_dump's file (psql takes {r:.2f}x ours)", r >= 1.0)
         case.notes.append(
             "steps of job_manager's restore that psql does not take, timed alone: reading and "
@@ -643,6 +703,71 @@ class Bench:
             "refreshing the planner's statistics afterwards (the ANALYZE it runs) "
             f"{statistics.median(analyze_s):.2f} s"
         )
+
+    def case_compressed_backup(self) -> None:
+        """Compressed backups: job_manager's zstd (the default compressed format) and gzip
+        against `pg_dump -Z 6` (plain format, gzip level 6) of the same tables."""
+        dsn, n = self.big[0], self.big[1]
+        case = Case(f"compressed backup of {n:,} jobs ({self.big[2]}) + downloads")
+        self.cases.append(case)
+        work = Path(tempfile.mkdtemp(prefix="jm-bench-z-"))
+        names = (
+            "compressed: job_manager zstd",
+            "compressed: job_manager gzip",
+            "compressed: pg_dump -Z 6 (gzip)",
+        )
+        times: dict[str, list[float]] = {k: [] for k in names}
+        sizes: dict[str, list[float]] = {k: [] for k in names}
+        rss: list[float] = []
+
+        def ours(d: Path, compress: str) -> float:
+            made = backup_child(dsn, d, compress=compress)
+            rss.append(made["hwm_kb"] / 1024)
+            return made["size"] / 2**20
+
+        def pg_dump(d: Path) -> float:
+            out = d / "pg_dump.sql.gz"
+            d.mkdir(parents=True)
+            subprocess.run(
+                [
+                    self.tool("pg_dump"),
+                    *("-t", "jobs", "-t", "download_queue", "-t", "job_manager_schema_history"),
+                    *("-Z", "6", "-f", str(out), "bench_big"),
+                ],
+                env=self.pgenv,
+                check=True,
+            )
+            return out.stat().st_size / 2**20
+
+        steps: list[tuple[str, Callable[[Path], float]]] = [
+            (names[0], lambda d: ours(d, "zstd")),
+            (names[1], lambda d: ours(d, "gzip")),
+            (names[2], pg_dump),
+        ]
+        try:
+            for rnd in range(1 if self.quick else self.heavy_rounds):
+                for name, step in steps[rnd % 3 :] + steps[: rnd % 3]:
+                    d = work / f"r{rnd}-{names.index(name)}"
+                    os.sync()
+                    t = time.perf_counter()
+                    size = step(d)
+                    times[name].append(time.perf_counter() - t)
+                    sizes[name].append(size)
+                    shutil.rmtree(d)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        res = {
+            k: case.add(Result(case.name, k, v, "seconds", higher_is_better=False))
+            for k, v in times.items()
+        }
+        for k, v in sizes.items():
+            case.add(Result(case.name, f"size: {k.split(': ', 1)[1]}", v, "MiB", False))
+        case.add(Result(case.name, "compressed: job_manager peak RSS", rss, "MiB", False))
+        z = statistics.median(case.ratios(res[names[0]], res[names[2]]))
+        zs = statistics.median(sizes[names[0]])
+        ps = statistics.median(sizes[names[2]])
+        case.bar(f"zstd backup >= 3x faster than pg_dump -Z 6 ({z:.2f}x)", z >= 3.0)
+        case.bar(f"zstd file no larger than pg_dump -Z 6's ({zs:.0f} vs {ps:.0f} MiB)", zs <= ps)
 
     def case_claims_big(self) -> None:
         dsn, n = self.big[0], self.big[1]
@@ -776,6 +901,7 @@ CASES = [
     "concurrency",
     "stats",
     "backup_restore",
+    "compressed_backup",
     "claims_big",
     "logs",
 ]
@@ -829,10 +955,28 @@ def report(bench: Bench, command: str, server_version: str, settings: str) -> st
         "PostgreSQL itself allows here.",
         "",
     ]
-    for case in bench.cases:
+    lines.append(report_cases(bench.cases))
+    notes = Path(__file__).with_name("NOTES.md")
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
+    return "\n".join(lines)
+
+
+def case_key(heading: str) -> str:
+    """A section's identity across runs: its heading without the sizes measured in it
+    ("backup and restore of 1,000,000 jobs (1256 MB) + downloads" -> "backup and restore of
+    jobs + downloads")."""
+    return " ".join(re.sub(r"\([^)]*\)|[\d,.]+", " ", heading).split())
+
+
+def report_cases(cases: list[Case], rerun: str = "", stamp: str = "") -> str:
+    """The Markdown sections of `cases`; with `rerun`, each says it was re-run alone."""
+    lines: list[str] = []
+    for case in cases:
+        lines += [f"## {case.name}", ""]
+        if rerun:
+            lines += [f"Re-run alone by `{rerun}` on {stamp}; other sections are older.", ""]
         lines += [
-            f"## {case.name}",
-            "",
             "| implementation | median | unit | per round | ratio (job_manager vs it, per round) |",
             "| --- | ---: | --- | --- | --- |",
         ]
@@ -851,10 +995,53 @@ def report(bench: Bench, command: str, server_version: str, settings: str) -> st
         for note in case.notes:
             lines.append(f"- {note}")
         lines.append("")
-    notes = Path(__file__).with_name("NOTES.md")
-    if notes.exists():
-        lines += [notes.read_text().strip(), ""]
     return "\n".join(lines)
+
+
+def merge_sections(old: str, new_sections: str) -> str:
+    """`old` (a whole BENCHMARKS.md) with the case sections of `new_sections` put in place of
+    the sections of the same cases (or after the last case section when new), and the notes
+    at the end refreshed from bench/NOTES.md."""
+    notes_path = Path(__file__).with_name("NOTES.md")
+    notes = notes_path.read_text().strip() if notes_path.exists() else ""
+    first_note = notes.splitlines()[0] if notes else None
+    head, _, rest = old.partition("\n## ")
+    rest = "## " + rest
+    if first_note and first_note in rest:
+        rest = rest[: rest.index(first_note)]
+    sections = [s for s in re.split(r"(?m)^(?=## )", rest) if s.strip()]
+    for new in re.split(r"(?m)^(?=## )", new_sections):
+        if not new.strip():
+            continue
+        key = case_key(new.splitlines()[0][3:])
+        at = next(
+            (i for i, s in enumerate(sections) if case_key(s.splitlines()[0][3:]) == key), None
+        )
+        if at is None:
+            sections.append(new)
+        else:
+            sections[at] = new
+    body = "".join(s.rstrip("\n") + "\n\n" for s in sections)
+    return head.rstrip("\n") + "\n\n" + body + notes
+
+
+def merge_json(path: Path, cases: list[Case]) -> None:
+    raw = json.loads(path.read_text()) if path.exists() else []
+    for case in cases:
+        entry = {
+            "case": case.name,
+            "bars": case.bars,
+            "notes": case.notes,
+            "results": [{"impl": r.impl, "values": r.values, "unit": r.unit} for r in case.results],
+        }
+        at = next(
+            (i for i, c in enumerate(raw) if case_key(c["case"]) == case_key(case.name)), None
+        )
+        if at is None:
+            raw.append(entry)
+        else:
+            raw[at] = entry
+    path.write_text(json.dumps(raw, indent=1) + "\n")
 
 
 def main() -> int:
@@ -883,15 +1070,33 @@ def main() -> int:
         QUICK = args.quick
         bench = Bench(dsn, args.quick, bindir)
         selected = args.only or CASES
-        if any(c in selected for c in ("backup_restore", "claims_big")) and "stats" not in selected:
+        big = ("backup_restore", "compressed_backup", "claims_big")
+        if any(c in selected for c in big) and "stats" not in selected:
             selected = ["stats", *selected]
         t0 = time.perf_counter()
         bench.run([c for c in CASES if c in selected])
+        # The cases asked for by name (not the prefill they needed): with --only, only their
+        # sections of the output file are replaced.
+        ran = [c.name for c in bench.cases if args.only is None or c.key in args.only]
         command = "bash bench/run.sh" + (" --quick" if args.quick else "")
         text = report(bench, command, server_version, settings)
         print(text)
         log(f"all cases done in {time.perf_counter() - t0:.0f}s")
-        if not args.no_write:
+        if not args.no_write and args.only and args.output.exists():
+            # Only the cases asked for: their sections replace those of the same cases in
+            # the existing file; every other section stays as its own run wrote it.
+            rerun = [c for c in bench.cases if case_key(c.name) in {case_key(n) for n in ran}]
+            stamp = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+            only = " ".join(f"--only {c}" for c in args.only)
+            args.output.write_text(
+                merge_sections(
+                    args.output.read_text(), report_cases(rerun, f"bash bench/run.sh {only}", stamp)
+                )
+                + "\n"
+            )
+            merge_json(args.output.with_suffix(".json"), rerun)
+            log(f"updated {len(rerun)} section(s) of {args.output}")
+        elif not args.no_write:
             args.output.write_text(text + "\n")
             raw = [
                 {

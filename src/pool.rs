@@ -404,6 +404,16 @@ impl LazyPool {
                  it to the DSN (postgresql://user:PASSWORD@host/db) or set POSTGRES_PASSWORD"
             ));
         }
+        // The driver refused to complete the login itself (SCRAM: `channel_binding=require`
+        // with no TLS channel to bind to, a server signature that does not verify): the DSN
+        // and the server disagree; waiting or retrying cannot help.
+        if chain.starts_with("authentication error") {
+            return Error::Configuration(format!(
+                "connecting to {dsn}: the login was not completed ({chain}); check \
+                 channel_binding and sslmode in the DSN against what the server offers \
+                 (channel binding needs TLS: sslmode=require or stricter)"
+            ));
+        }
         match Error::from_postgres(&format!("connecting to {dsn}"), e) {
             // No SQLSTATE: refused, timed out, unresolvable host.
             Error::Unavailable(_) | Error::Database(_) if e.as_db_error().is_none() => {

@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "veo3-legacy"
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import claimmap  # noqa: E402
 import pgcluster  # noqa: E402
+from nethelpers import Proxy  # noqa: E402
 
 
 @dataclass
@@ -211,6 +213,16 @@ def secret_login(server: Server, dbname: str) -> Iterator[SecretLogin]:
                 sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(dbname))
             )
             c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def proxy(server: Server) -> Iterator[Proxy]:
+    """A TCP proxy in front of the test server that can go silent, lose a reply or slow down
+    (tests/nethelpers.py); `nethelpers.via(proxy, dsn)` is a DSN through it."""
+    port = int(conninfo_to_dict(server.admin_dsn).get("port") or 5432)
+    p = Proxy(port)
+    yield p
+    p.close()
 
 
 @pytest.fixture
@@ -398,4 +410,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "a JobManager should use the `spawn` start method.",
         "",
     ]
-    Path(path).write_text("\n".join(lines))
+    # The claim -> test mapping, rendered from tests/claims.toml (tests/test_claims.py checks it).
+    Path(path).write_text("\n".join(lines) + "\n" + claimmap.render(claimmap.load()))

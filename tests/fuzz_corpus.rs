@@ -72,3 +72,62 @@ fn pg_dump_reader_corpus_never_panics() {
         }
     }
 }
+
+/// A seed of the corpus without its first byte (the fuzz target's "keyed" flag).
+fn seed(name: &str) -> Vec<u8> {
+    let (_, data) = corpus("backup_reader")
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("seed {name} is missing"));
+    data[1..].to_vec()
+}
+
+fn auth(key: Option<&[u8]>, allow_unsigned: bool) -> Auth {
+    Auth {
+        key: key.map(|k| Key::new(k, "test").unwrap()),
+        allow_unsigned,
+    }
+}
+
+/// Who may load what when a backup key is configured (mutation testing found the policy
+/// unpinned here: an `||` for an `&&` let unsigned files through).
+#[test]
+fn signature_policy_of_real_backups() {
+    const KEY: &[u8] = b"fuzzing-key-0123456789";
+    let unsigned = seed("good");
+    let signed = seed("good-signed");
+
+    let v = reader::verify_bytes(&unsigned, &auth(None, false)).unwrap();
+    assert!(!v.signed && !v.authenticated);
+    let refused = reader::verify_bytes(&unsigned, &auth(Some(KEY), false)).unwrap_err();
+    assert!(refused.to_string().contains("carries no HMAC"), "{refused}");
+    let v = reader::verify_bytes(&unsigned, &auth(Some(KEY), true)).unwrap();
+    assert!(!v.signed && !v.authenticated);
+
+    let v = reader::verify_bytes(&signed, &auth(Some(KEY), false)).unwrap();
+    assert!(v.signed && v.authenticated);
+    // Signed by another key: refused, and allow_unsigned does not let it through.
+    for allow_unsigned in [false, true] {
+        let other = auth(Some(b"another-key-0123456789"), allow_unsigned);
+        assert!(reader::verify_bytes(&signed, &other).is_err());
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/veo3-legacy")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The replaced system's real files read in full: every row of its `--inserts` dump and of
+/// its CSV export counted (a reader that stopped early or skipped a header would not be).
+#[test]
+fn the_replaced_systems_insert_dump_and_csv_are_read_row_by_row() {
+    let inserts = reader::verify_bytes(&fixture("historical_jobs.sql"), &Auth::default())
+        .unwrap_or_else(|e| panic!("historical_jobs.sql: {e}"));
+    assert_eq!(inserts.rows.get("jobs"), Some(&42));
+    let csv = reader::verify_bytes(&fixture("historical_jobs.csv"), &Auth::default())
+        .unwrap_or_else(|e| panic!("historical_jobs.csv: {e}"));
+    assert_eq!(csv.rows.get("jobs"), Some(&42));
+}

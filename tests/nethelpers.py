@@ -141,6 +141,7 @@ class Proxy:
         self.silent_new = False
         self.closed = False
         self.accepted = 0
+        self.rate: float | None = None  # bytes per second from the server, when throttled
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -181,6 +182,8 @@ class Proxy:
                             link.silent = True
                     else:
                         link.client.sendall(data)
+                        if self.rate:
+                            time.sleep(len(data) / self.rate)
         except OSError:
             return
         finally:
@@ -196,6 +199,10 @@ class Proxy:
             for link in self.links:
                 link.silent = True
 
+    def throttle(self, bytes_per_second: float) -> None:
+        """Forwards what servers send at about this rate (a slow link), on every connection."""
+        self.rate = bytes_per_second
+
     def lose_next_reply(self) -> None:
         with self.lock:
             self.arm_lose = True
@@ -209,6 +216,12 @@ class Proxy:
                 for s in (link.client, link.upstream):
                     with contextlib.suppress(OSError):
                         s.close()
+
+
+def via(proxy: Proxy, dsn: str) -> str:
+    """`dsn` (a URL) with its host and port replaced by the proxy's."""
+    head, tail = dsn.rsplit("@", 1)
+    return f"{head}@127.0.0.1:{proxy.port}/{tail.split('/', 1)[1]}"
 
 
 # -- PgBouncer ---------------------------------------------------------------------------------

@@ -14,8 +14,7 @@ import psycopg
 import pytest
 from conftest import scalar
 from job_manager import InvalidArgumentError, JobManager
-from nethelpers import Proxy
-from test_network import proxy, via  # noqa: F401
+from nethelpers import Proxy, via
 
 
 def test_batch_claims_oldest_first_and_only_that_type(
@@ -53,6 +52,33 @@ def test_batch_claim_finds_jobs_requeued_behind_the_cursor(
     again = jm.get_and_lock_jobs("IMAGE_TEST", 10)
     assert sorted(j["prompt_text"] for j in again) == ["r0", "r4", "r5"]
     assert scalar(db, "SELECT count(*) FROM jobs WHERE status = 'pending'") == 0
+
+
+def test_batch_claim_tops_up_from_behind_the_cursor_to_exactly_the_limit(
+    jm: JobManager, db: psycopg.Connection
+) -> None:
+    """Fewer jobs after the cursor than asked for: the rest, and only the rest, comes from
+    the head of the queue (mutation testing found nothing pinned the count of that top-up)."""
+    jm.add_jobs([f"t{i}" for i in range(8)], "IMAGE_TEST")
+    taken = jm.get_and_lock_jobs("IMAGE_TEST", 4)
+    db.execute(
+        "UPDATE jobs SET status = 'pending' WHERE id = ANY(%s)", ([j["id"] for j in taken[:3]],)
+    )
+    again = jm.get_and_lock_jobs("IMAGE_TEST", 5)
+    assert [j["prompt_text"] for j in again] == ["t0", "t4", "t5", "t6", "t7"]  # oldest first
+    pending = db.execute("SELECT prompt_text FROM jobs WHERE status = 'pending' ORDER BY id")
+    assert [r[0] for r in pending] == ["t1", "t2"]
+
+
+def test_batch_endings_take_up_to_10000_ids(
+    jm: JobManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="job_manager")
+    ids = list(range(1_000_001, 1_010_001))
+    assert jm.mark_jobs_as_completed([(i, None) for i in ids]) == []
+    assert "jobs 1000001, 1000002" in caplog.text
+    with pytest.raises(InvalidArgumentError, match="at most 10000 jobs per call, got 10001"):
+        jm.mark_jobs_as_failed([(i, None) for i in [*ids, 2_000_000]])
 
 
 @pytest.mark.parametrize("limit", [0, -1, 10_001, 2**70])
@@ -196,7 +222,7 @@ def test_cli_claim_prints_json_lines(jm: JobManager, dsn: str) -> None:
 
 
 def test_batch_claims_whose_reply_is_lost_are_handed_to_their_caller(
-    proxy: Proxy,  # noqa: F811
+    proxy: Proxy,
     dsn: str,
     jm: JobManager,
     db: psycopg.Connection,

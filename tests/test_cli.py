@@ -259,11 +259,13 @@ def test_operator_scripts(dsn: str, tmp_path: Path) -> None:
         ["cleanup-backups", "--keep", "1e999"],
         ["backup", "--keep", "x"],
         ["reset", "--older-than", "0"],
+        ["reset", "--older-than", "299"],
         ["reset", "--older-than", "nan"],
         ["reset", "--older-than", "inf"],
         ["cleanup-logs", "--max-age-days", "1e300"],
         ["cleanup-logs", "--max-age-days", "-1"],
         ["maintain", "--stuck-after", "1"],
+        ["maintain", "--stuck-after", "299.9"],
         ["maintain", "--download-days", "0"],
     ],
 )
@@ -274,6 +276,12 @@ def test_bad_numbers_are_usage_errors_without_traceback(
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     assert "error:" in r.stderr
+
+
+def test_the_300_s_floor_itself_is_accepted(dsn: str) -> None:
+    assert run(dsn, "init").returncode == 0
+    r = run(dsn, "reset", "--older-than", "300")
+    assert r.returncode == 0, r.stderr
 
 
 def test_cleanup_logs_refuses_the_root_and_other_trees(tmp_path: Path) -> None:

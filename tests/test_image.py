@@ -91,6 +91,20 @@ def test_postgres_keeps_its_data_in_a_named_volume(config: dict) -> None:
     assert pg["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
 
 
+def test_the_dags_start_paused(config: dict) -> None:
+    """Nothing runs, not the 02:00 backup either, until an operator unpauses a DAG: every
+    Airflow service (the dag-processor records new DAGs, the scheduler runs them) has
+    Airflow's option on, with the compose file's .env filled in as a user would."""
+    airflow = {
+        name: s["environment"]
+        for name, s in config["services"].items()
+        if "AIRFLOW__CORE__EXECUTOR" in s.get("environment", {})
+    }
+    assert {"airflow-scheduler", "airflow-dag-processor", "airflow-apiserver"} <= set(airflow)
+    for name, env in airflow.items():
+        assert env.get("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION") == "true", name
+
+
 def test_airflow_services_wait_for_healthy_dependencies(config: dict) -> None:
     services = config["services"]
     for name in (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import job_manager
@@ -13,21 +12,7 @@ import psycopg
 import pytest
 from conftest import Server, counted, scalar
 from job_manager import ConfigurationError, DatabaseUnavailableError, JobManager
-from nethelpers import Proxy
-
-
-@pytest.fixture
-def proxy(server: Server) -> Iterator[Proxy]:
-    port = int(server.dsn_for("x").rsplit(":", 1)[1].split("/")[0])
-    p = Proxy(port)
-    yield p
-    p.close()
-
-
-def via(proxy: Proxy, dsn: str) -> str:
-    head, tail = dsn.rsplit("@", 1)
-    return f"{head}@127.0.0.1:{proxy.port}/{tail.split('/', 1)[1]}"
-
+from nethelpers import Proxy, via
 
 # -- arguments that used to panic or overflow -----------------------------------------------------
 

@@ -142,3 +142,16 @@ def test_the_sdist_holds_what_a_build_needs_and_builds(tmp_path: Path) -> None:
         assert not any(n.startswith(unwanted) for n in names), unwanted
     out = install_and_import(sys.executable, tmp_path / "from-sdist", str(sdist))
     assert out.startswith(job_manager.__version__)
+
+
+def test_the_native_module_links_no_openssl() -> None:
+    """TLS is rustls compiled in: the extension needs only the C library, never libssl or
+    libcrypto, so any image connects whatever OpenSSL (or none) it has."""
+    import job_manager._internal as native
+
+    out = subprocess.run(
+        ["ldd", native.__file__], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    needed = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert not [n for n in needed if "ssl" in n or "crypto" in n], needed
+    assert any(n.startswith("libc.so") for n in needed), needed

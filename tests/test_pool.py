@@ -348,3 +348,56 @@ def _claim_one(jm: JobManager, out) -> None:  # type: ignore[no-untyped-def]
         out.put(("ok", os.getpid(), job["id"] if job else None))
     except Exception as e:
         out.put(("error", os.getpid(), f"{type(e).__name__}: {e}"))
+
+
+def test_fork_while_another_thread_waits_for_a_connection_warns_and_forks(
+    jm: JobManager, dsn: str, log_records: list[logging.LogRecord]
+) -> None:
+    """RELIABILITY.md's known limit, as documented: with one thread's call holding the only
+    pooled connection (blocked on a lock) and another thread waiting for it, os.fork() waits
+    about 1 s for the pool to be released, logs a warning and forks anyway."""
+    manager = JobManager(dsn, pool_size=1, application_name="jm-fork-limit")
+    errors: list[BaseException] = []
+
+    def add(prompt: str) -> None:
+        try:
+            manager.add_job(prompt, "IMAGE_TEST")
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    try:
+        with psycopg.connect(dsn) as locker:
+            locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            threads = [threading.Thread(target=add, args=(f"fork {i}",)) for i in range(2)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            with psycopg.connect(dsn, autocommit=True) as watch:
+                while time.monotonic() < deadline and not scalar(
+                    watch,
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'jm-fork-limit' AND wait_event_type = 'Lock'",
+                ):
+                    time.sleep(0.02)
+            time.sleep(0.2)  # the second thread is now waiting for the pooled connection
+            started = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            took = time.monotonic() - started
+            _, status = os.waitpid(pid, 0)
+            locker.rollback()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        manager.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert 0.9 <= took < 5, took
+    warnings = [
+        r.getMessage()
+        for r in log_records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("fork() while ")
+    ]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].endswith(": the child process may fail")
+    assert not errors, errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from collections.abc import Callable
 import job_manager
 import psycopg
 import pytest
-from conftest import FIXTURES, Server, scalar
+from conftest import FIXTURES, ROOT, Server, scalar
 from job_manager import JobManager, SchemaError
 
 ALL = [
@@ -172,8 +173,13 @@ def test_init_never_touches_other_tables(bare_jm: JobManager, db: psycopg.Connec
 def test_changed_migration_is_an_error(jm: JobManager, db: psycopg.Connection) -> None:
     db.execute("UPDATE job_manager_schema_history SET checksum = repeat('0', 64) WHERE version = 2")
     db.execute("DELETE FROM job_manager_schema_history WHERE version >= 3")
-    with pytest.raises(SchemaError, match="V2__job_status_values was changed"):
+    with pytest.raises(SchemaError, match="V2__job_status_values was changed") as err:
         jm.init_database()
+    # Both checksums shown, shortened: the recorded one and the embedded file's SHA-256.
+    embedded = hashlib.sha256(
+        (ROOT / "src/schema/migrations/V2__job_status_values.sql").read_bytes()
+    ).hexdigest()
+    assert f"(checksum {'0' * 12} recorded, {embedded[:12]} embedded)" in str(err.value)
 
 
 def test_newer_schema_is_tolerated(jm: JobManager, db: psycopg.Connection) -> None:
@@ -297,15 +303,28 @@ def test_init_fails_fast_when_a_table_is_locked(dsn: str, db: psycopg.Connection
     db.execute("DELETE FROM job_manager_schema_history WHERE version >= 3")
     locker = psycopg.connect(dsn)
     locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
-    try:
-        jm = JobManager(dsn)
-        started = time.monotonic()
-        with pytest.raises(SchemaError, match="locked by another session"):
-            jm.init_database(lock_timeout=0.5)
-        assert time.monotonic() - started < 5
-    finally:
-        locker.rollback()
-        locker.close()
+    outcome: list[BaseException | None] = []
+
+    def init() -> None:
+        try:
+            JobManager(dsn).init_database(lock_timeout=0.5)
+            outcome.append(None)
+        except BaseException as e:  # judged below, in the test's thread
+            outcome.append(e)
+
+    # The test bounds its own wait: an init that ignored lock_timeout would otherwise hang the
+    # run (mutation testing found exactly that) instead of failing it.
+    started = time.monotonic()
+    t = threading.Thread(target=init)
+    t.start()
+    t.join(10)
+    waited = time.monotonic() - started
+    locker.rollback()
+    locker.close()
+    t.join()
+    assert waited < 5, f"init_database waited {waited:.1f}s for the lock, past its lock_timeout"
+    assert isinstance(outcome[0], SchemaError)
+    assert "locked by another session" in str(outcome[0])
     assert JobManager(dsn).init_database() == ALL[2:]
 
 

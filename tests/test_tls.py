@@ -16,7 +16,11 @@ import pgcluster
 import psycopg
 import pytest
 from conftest import counted
-from job_manager import ConfigurationError, DatabaseUnavailableError, JobManager
+from job_manager import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    JobManager,
+)
 from nethelpers import Certs, Proxy, make_certs, start_tls_cluster
 
 
@@ -270,3 +274,34 @@ def test_get_connection_uses_the_same_tls_settings(tls: TlsServer) -> None:
     with pytest.raises(ConfigurationError, match="certificate verify failed") as info:
         wrong.get_connection().__enter__()
     assert tls.cluster.password not in str(info.value)
+
+
+def test_require_with_a_root_certificate_is_verify_ca(tls: TlsServer) -> None:
+    """As in libpq: `sslmode=require` plus `sslrootcert` checks the chain (a wrong CA fails),
+    not the host name (127.0.0.1 is not in the certificate, and connects)."""
+    ok = JobManager(tls.url(host="127.0.0.1", sslmode="require", sslrootcert=str(tls.certs.ca)))
+    ok.check_table_exists("jobs")
+    ok.close()
+    wrong = JobManager(
+        tls.url(host="127.0.0.1", sslmode="require", sslrootcert=str(tls.certs.other_ca)),
+        connect_timeout=5,
+    )
+    with pytest.raises(ConfigurationError, match="certificate was not accepted"):
+        wrong.get_job_stats()
+
+
+def test_scram_channel_binding_over_tls(tls: TlsServer, dsn: str) -> None:
+    """`channel_binding=require` logs in over TLS (SCRAM-SHA-256-PLUS, bound to the server's
+    certificate), and is refused where no TLS channel exists to bind to."""
+    jm = JobManager(tls.url(sslmode="require", channel_binding="require"), application_name="cb")
+    jm.check_table_exists("jobs")
+    assert ssl_of(tls, "cb") is True
+    jm.close()
+    plain = JobManager(f"{dsn}?sslmode=disable&channel_binding=require", connect_timeout=5)
+    # Refused, never made unbound; and a refused login is the DSN's fault (ConfigurationError,
+    # as the errors table says), not an unavailable server: nothing is retried or waited for.
+    with pytest.raises(ConfigurationError, match="server did not use channel binding") as err:
+        plain.get_job_stats()
+    assert "channel_binding" in str(err.value)
+    assert "sslmode" in str(err.value)
+    plain.close()

@@ -13,27 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Server
 from job_manager import DatabaseUnavailableError, JobManager
-from nethelpers import Proxy
-
-
-@pytest.fixture
-def proxy(server: Server) -> Iterator[Proxy]:
-    port = int(server.dsn_for("x").rsplit(":", 1)[1].split("/")[0])
-    p = Proxy(port)
-    yield p
-    p.close()
-
-
-def via(proxy: Proxy, dsn: str) -> str:
-    head, tail = dsn.rsplit("@", 1)
-    return f"{head}@127.0.0.1:{proxy.port}/{tail.split('/', 1)[1]}"
+from nethelpers import Proxy, via
 
 
 def test_a_silent_listen_connection_does_not_deafen_the_waits(

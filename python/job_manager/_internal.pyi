@@ -496,12 +496,20 @@ class JobManager:
         *,
         keep: int | None = 10,
         compress: bool | Literal["zstd", "gzip"] = False,
+        streams: int | None = None,
     ) -> BackupInfo:
         """Back up ``jobs``, ``download_queue`` and the schema history from one consistent
         snapshot into ``backup_dir/airflow_backup_YYYYMMDD_HHMMSS.sql[.zst|.gz]`` (atomically,
         mode 0600), then keep the newest ``keep`` backups that verify (``None``: no rotation).
         ``compress=True`` is zstd (multi-threaded), ``"gzip"`` for tools that read only gzip.
-        A backup that certainly cannot fit in the directory's free space is refused first."""
+        A backup that certainly cannot fit in the directory's free space is refused first.
+
+        ``streams`` (1-16) connections read the tables in parallel, in ranges of pages, all in
+        the backup's one exported snapshot; the file is the same as with one. ``None`` decides
+        from this machine's cores and the server: 1 stream on PostgreSQL < 14, with
+        ``prepared_statements=False`` (PgBouncer), or when the server has few free connection
+        slots (the backup takes at most half of them). Raises InvalidArgumentError outside
+        1-16, BackupError (and leaves no file) when a stream fails."""
     def dump_database(
         self,
         backup_dir: StrPath = "backups",

@@ -221,6 +221,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=("zstd", "gzip"),
         help="compress: zstd (.sql.zst, the default when given alone) or gzip (.sql.gz)",
     )
+    backup.add_argument(
+        "--streams",
+        type=_number(1, 16, whole=True),
+        default=None,
+        help="connections reading the tables in parallel, all in the backup's one snapshot "
+        "(1-16; default: decided from this machine's cores and the server, 1 where parallel "
+        "reading cannot help)",
+    )
 
     dump = sub.add_parser("dump", help="pg_dump the whole database (old behaviour), then rotate")
     backup_dir(dump)
@@ -690,7 +698,9 @@ def _run_backup_command(args: argparse.Namespace) -> Any:
         return {"deleted": deleted}, f"deleted {len(deleted)} old backups"
     jm = JobManager(args.dsn_value)
     if args.action == "backup":
-        info = jm.backup_database(args.dir, keep=None, compress=args.compress or False)
+        info = jm.backup_database(
+            args.dir, keep=None, compress=args.compress or False, streams=args.streams
+        )
         text = f"backup written: {_describe(info)} in {info.duration_s:.1f}s"
         return _rotate_after(args, info.to_dict(), text)
     if args.action == "dump":

@@ -11,11 +11,41 @@ use super::format::{
     setval_sql, HashingWriter, Header, DATA_TABLES, END_MARKER, FORMAT_VERSION, HISTORY_DDL,
     TRUNCATE_SQL,
 };
+use super::parallel::Streams;
 use crate::errors::{Error, Result};
 use crate::pool::Context;
 use crate::schema::{self, MIGRATIONS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The "backup in progress" lines of a long backup: at most one every [`PROGRESS_EVERY`],
+/// whichever path (one COPY, or the parallel streams) reads the rows.
+pub(crate) struct Progress {
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            last: now,
+        }
+    }
+
+    /// Logs where the backup is if [`PROGRESS_EVERY`] has passed since the last line.
+    pub(crate) fn tick(&mut self, table: &str, rows: u64, bytes: u64) {
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            self.last = Instant::now();
+            log::info!(
+                "backup in progress: {table} {rows} rows, {} MiB written in {:.0}s",
+                bytes >> 20,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
 
 /// The backup's snapshot: one REPEATABLE READ, READ ONLY transaction with the session
 /// settings pinned (the text of dates, intervals and floats must not depend on the database's
@@ -39,13 +69,17 @@ pub fn begin_snapshot(client: &mut Client) -> Result<Transaction<'_>> {
 /// Writes the backup from a transaction that already sees a consistent state with its
 /// settings pinned: the backup's own snapshot, or a restore's transaction holding the owned
 /// tables' locks (its safety backup: no row can be added between it and the load).
+///
+/// With `streams`, the tables' rows are read by those connections sharing `tx`'s snapshot
+/// (see [`super::parallel`]); the file is the same.
 pub fn write_snapshot(
     tx: &mut Transaction<'_>,
     out: &mut HashingWriter,
     created_at: DateTime<Utc>,
+    streams: Option<&mut Streams<'_>>,
 ) -> Result<Header> {
     let (header, history) = read_header(tx, created_at)?;
-    write_body(tx, &header, &history, out)?;
+    write_body(tx, &header, &history, out, streams)?;
     Ok(header)
 }
 
@@ -127,6 +161,7 @@ fn write_body(
     header: &Header,
     history: &[schema::AppliedMigration],
     out: &mut HashingWriter,
+    mut streams: Option<&mut Streams<'_>>,
 ) -> Result<()> {
     let io = |e: io::Error| Error::Backup(format!("writing the backup failed: {e}"));
     out.write_all(header.render().as_bytes()).map_err(io)?;
@@ -152,12 +187,20 @@ fn write_body(
         writeln!(out, "{}", add_columns_sql(table, columns)).map_err(io)?;
     }
     writeln!(out, "-- data\n{TRUNCATE_SQL}").map_err(io)?;
-    let started = Instant::now();
-    let mut last_report = Instant::now();
+    let mut progress = Progress::new();
+    let columns = |table: &str| copy_columns(header.columns[table].iter().map(|(name, _)| name));
+    if let Some(streams) = streams.as_deref_mut() {
+        let tables: Vec<(&'static str, String)> =
+            DATA_TABLES.iter().map(|t| (*t, columns(t))).collect();
+        streams.dispatch(tx, &tables)?;
+    }
     for table in DATA_TABLES {
-        let cols = copy_columns(header.columns[table].iter().map(|(name, _)| name));
+        let cols = columns(table);
         writeln!(out, "COPY {table} {cols} FROM stdin;").map_err(io)?;
-        let rows = copy_table(tx, table, &cols, out, started, &mut last_report)?;
+        let rows = match streams.as_deref_mut() {
+            Some(streams) => streams.copy_table(table, out, &mut progress)?,
+            None => copy_table(tx, table, &cols, out, &mut progress)?,
+        };
         if rows != header.rows[table] {
             return Err(Error::Backup(format!(
                 "{table}: counted {} rows but COPY returned {rows} in the same snapshot",
@@ -165,6 +208,10 @@ fn write_body(
             )));
         }
         writeln!(out, "\\.").map_err(io)?;
+    }
+    if let Some(streams) = streams {
+        // Every stream ended its transaction cleanly before the file can be published.
+        streams.join()?;
     }
     for h in history {
         // A row the reader would refuse is refused here, before the file is published.
@@ -199,8 +246,7 @@ fn copy_table(
     table: &str,
     cols: &str,
     out: &mut HashingWriter,
-    started: Instant,
-    last_report: &mut Instant,
+    progress: &mut Progress,
 ) -> Result<u64> {
     let mut reader = tx
         .copy_out(&format!("COPY {table} {cols} TO STDOUT"))
@@ -221,13 +267,8 @@ fn copy_table(
             .map_err(|e| Error::Backup(format!("writing the backup failed: {e}")))?;
         reader.consume(n);
         chunks = chunks.wrapping_add(1);
-        if chunks % 4096 == 0 && last_report.elapsed() >= PROGRESS_EVERY {
-            *last_report = Instant::now();
-            log::info!(
-                "backup in progress: {table} {rows} rows, {} MiB written in {:.0}s",
-                out.bytes >> 20,
-                started.elapsed().as_secs_f64()
-            );
+        if chunks % 4096 == 0 {
+            progress.tick(table, rows, out.bytes);
         }
     }
     Ok(rows)

@@ -14,6 +14,7 @@ pub mod format;
 pub mod grammar;
 mod import;
 pub mod key;
+pub mod parallel;
 mod pgdump;
 pub mod reader;
 mod restore;
@@ -263,6 +264,9 @@ pub fn cleanup_old_backups(
 
 /// Backs up the owned tables into `dir`, then rotates to `keep` backups (`None`: no rotation).
 ///
+/// `streams`: the connections reading the tables in parallel, all in the backup's one
+/// snapshot (`None`: decided from this machine and the server, see [`parallel::decide`]).
+///
 /// With a backup key in `auth`, the file is signed, and rotation counts only signed backups.
 /// A rotation that fails after the backup was published does not fail the backup: it is
 /// logged as a warning, and the backup's path is returned.
@@ -272,16 +276,28 @@ pub fn backup_database(
     keep: Option<usize>,
     compression: format::Compression,
     auth: &Auth,
+    streams: Option<usize>,
 ) -> Result<BackupInfo> {
     if keep == Some(0) {
         return Err(Error::invalid("keep must be at least 1"));
+    }
+    if let Some(n) = streams {
+        parallel::check_streams(i64::try_from(n).unwrap_or(i64::MAX))?;
     }
     let started = Instant::now();
     files::ensure_dir(dir)?;
     check_free_space(pool, dir, compression)?;
     let (path, header, sha256) = pool.run_long(|c| {
+        let n = parallel::decide(c.client(), pool.settings(), streams)?;
         let mut tx = dump::begin_snapshot(c.client())?;
-        let written = write_backup_file(&mut tx, dir, compression, auth)?;
+        let written = if n > 1 {
+            std::thread::scope(|scope| {
+                let mut streams = parallel::start(scope, pool, &mut tx, n)?;
+                write_backup_file(&mut tx, dir, compression, auth, streams.as_mut())
+            })?
+        } else {
+            write_backup_file(&mut tx, dir, compression, auth, None)?
+        };
         tx.commit()
             .map_err(|e| Error::from_postgres("ending the backup snapshot", &e))?;
         Ok(written)
@@ -357,13 +373,14 @@ pub(crate) fn write_backup_file(
     dir: &Path,
     compression: format::Compression,
     auth: &Auth,
+    streams: Option<&mut parallel::Streams<'_>>,
 ) -> Result<(PathBuf, format::Header, String)> {
     let (tmp, file) = files::TempFile::create(dir)?;
     let writer_error =
         |e: std::io::Error| Error::Backup(format!("cannot start the backup writer: {e}"));
     let sink = format::Sink::new(file, compression).map_err(writer_error)?;
     let mut out = format::HashingWriter::new(sink, auth.key.as_ref()).map_err(writer_error)?;
-    let header = dump::write_snapshot(tx, &mut out, Utc::now())?;
+    let header = dump::write_snapshot(tx, &mut out, Utc::now(), streams)?;
     let write_error = |e: std::io::Error| Error::Backup(format!("writing the backup failed: {e}"));
     let (sha256, sink) = out.finish().map_err(write_error)?;
     let file = sink.finish().map_err(write_error)?;

@@ -62,7 +62,7 @@ pub(super) fn safety_backup(
         return Ok(None);
     };
     super::files::ensure_dir(dir)?;
-    let (path, _, _) = super::write_backup_file(tx, dir, Compression::None, auth)?;
+    let (path, _, _) = super::write_backup_file(tx, dir, Compression::None, auth, None)?;
     log::info!(
         "safety backup of the rows before the restore: {}",
         path.display()

@@ -772,21 +772,29 @@ impl JobManager {
     }
 
     /// Backs up the owned tables to `backup_dir`, then keeps the newest `keep` (None: all).
-    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=None), text_signature = "($self, backup_dir='backups', *, keep=10, compress=False)")]
+    /// `streams`: connections reading the tables in parallel in one snapshot (None: decided
+    /// from the machine and the server).
+    #[pyo3(signature = (backup_dir=std::path::PathBuf::from("backups"), *, keep=Some(super::convert::Count(10)), compress=None, streams=None), text_signature = "($self, backup_dir='backups', *, keep=10, compress=False, streams=None)")]
     fn backup_database(
         &self,
         py: Python<'_>,
         backup_dir: std::path::PathBuf,
         keep: Option<super::convert::Count>,
         compress: Option<&Bound<'_, PyAny>>,
+        streams: Option<super::convert::Count>,
     ) -> PyResult<BackupInfo> {
         let keep = keep.map(super::convert::keep_arg).transpose()?;
+        let streams = streams
+            .map(|s| backup::parallel::check_streams(s.0))
+            .transpose()?;
         let compress = compress.map_or(Ok(backup::format::Compression::None), |c| {
             super::convert::compression_arg(c)
         })?;
         let auth = backup::Auth::from_env()?;
         Ok(py
-            .detach(|| backup::backup_database(&self.pool, &backup_dir, keep, compress, &auth))?
+            .detach(|| {
+                backup::backup_database(&self.pool, &backup_dir, keep, compress, &auth, streams)
+            })?
             .into())
     }
 
