@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -479,6 +481,50 @@ class Bench:
         self.big = (dsn, n, size)
         return dsn, n
 
+    def prefill_varied(self) -> tuple[str, int, str]:
+        """The large dataset again with prompts as varied as real ones: each a different
+        sequence of 35-55 words drawn (seeded, Zipf-weighted, as words in text are) from a
+        vocabulary of 20,000 made-up words, so no compressor finds long repeats to copy. The
+        repeated filler of `prefill_big` compresses far better than real prompts do."""
+        if getattr(self, "varied", None):
+            return self.varied
+        n = 50_000 if self.quick else 1_000_000
+        dsn = self.fresh_db("bench_varied")
+        jm = JobManager(dsn)
+        jm.init_database()
+        rng = random.Random(17)
+        syllables = [
+            a + b for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou")
+        ]
+        vocab = sorted(
+            {"".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(25_000)}
+        )[:20_000]
+        rng.shuffle(vocab)
+        cum = list(itertools.accumulate(1 / rank for rank in range(1, len(vocab) + 1)))
+        t0 = time.perf_counter()
+        batch = 100_000
+        for start in range(0, n, batch):
+            jm.add_jobs(
+                [
+                    f"{i} " + " ".join(rng.choices(vocab, cum_weights=cum, k=rng.randint(35, 55)))
+                    for i in range(start, min(n, start + batch))
+                ],
+                "VIDEO_PROD" if start % (2 * batch) else "IMAGE_TEST",
+            )
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "INSERT INTO download_queue (job_id, remote_url, local_path, file_type) "
+                "SELECT id, 'gs://bucket/' || id, '/out/' || id, 'video' FROM jobs WHERE id % 10 = 0"
+            )
+            c.execute("VACUUM ANALYZE jobs")
+            c.execute("VACUUM ANALYZE download_queue")
+            size = c.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()[0]
+        log(
+            f"  prefilled {n:,} jobs with varied prompts ({size}) in {time.perf_counter() - t0:.1f}s"
+        )
+        self.varied = (dsn, n, size)
+        return self.varied
+
     def case_stats(self) -> None:
         dsn, n = self.prefill_big()
         case = Case(f"get_job_stats on {n:,} jobs")
@@ -706,9 +752,19 @@ class Bench:
 
     def case_compressed_backup(self) -> None:
         """Compressed backups: job_manager's zstd (the default compressed format) and gzip
-        against `pg_dump -Z 6` (plain format, gzip level 6) of the same tables."""
-        dsn, n = self.big[0], self.big[1]
-        case = Case(f"compressed backup of {n:,} jobs ({self.big[2]}) + downloads")
+        against `pg_dump -Z 6` (plain format, gzip level 6) of the same tables, on the
+        repeated-filler dataset and on one of varied prompts."""
+        self.compressed_backup_of(
+            self.big[0], f"compressed backup of {self.big[1]:,} jobs ({self.big[2]}) + downloads"
+        )
+        dsn, n, size = self.prefill_varied()
+        self.compressed_backup_of(
+            dsn, f"compressed backup of {n:,} jobs with varied prompts ({size}) + downloads"
+        )
+
+    def compressed_backup_of(self, dsn: str, name: str) -> None:
+        db = conninfo_to_dict(dsn)["dbname"]
+        case = Case(name)
         self.cases.append(case)
         work = Path(tempfile.mkdtemp(prefix="jm-bench-z-"))
         names = (
@@ -732,7 +788,7 @@ class Bench:
                 [
                     self.tool("pg_dump"),
                     *("-t", "jobs", "-t", "download_queue", "-t", "job_manager_schema_history"),
-                    *("-Z", "6", "-f", str(out), "bench_big"),
+                    *("-Z", "6", "-f", str(out), str(db)),
                 ],
                 env=self.pgenv,
                 check=True,

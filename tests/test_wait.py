@@ -86,6 +86,69 @@ def test_a_batch_insert_wakes_a_batch_waiter(jm: JobManager, dsn: str) -> None:
     producer.close()
 
 
+def _notifications(listener: psycopg.Connection, quiet_for: float = 1.0) -> list[str]:
+    """The payloads on 'job_manager_jobs' that reach `listener` until none came for `quiet_for`."""
+    return [n.payload for n in listener.notifies(timeout=quiet_for)]
+
+
+def test_a_restore_notifies_each_pending_job_type_once(
+    jm: JobManager, dsn: str, tmp_path: Path
+) -> None:
+    """A restore loads its rows with V6's insert trigger set aside (it would copy every row into
+    a transition table) and sends the notification that trigger would have sent: one per job
+    type with pending rows, at COMMIT. The trigger is on again afterwards."""
+    jm.add_jobs([f"i{i}" for i in range(30)], "IMAGE_TEST")
+    jm.add_jobs([f"v{i}" for i in range(5)], "VIDEO_PROD")
+    for _ in range(5):
+        jm.mark_job_as_completed(jm.get_and_lock_job("VIDEO_PROD")["id"])
+    info = jm.backup_database(tmp_path, keep=None)
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN job_manager_jobs")
+        jm.restore_database(info.path, safety_backup=False)
+        # Only IMAGE_TEST has pending rows: the VIDEO_PROD jobs were all completed.
+        assert _notifications(listener) == ["IMAGE_TEST"]
+        jm.add_job("after", "VIDEO_PROD")
+        assert _notifications(listener) == ["VIDEO_PROD"]
+        assert (
+            scalar(
+                listener,
+                "SELECT tgenabled FROM pg_trigger WHERE tgname = 'job_manager_notify_insert'",
+            )
+            == "O"
+        )
+
+
+def test_a_restore_wakes_a_waiting_consumer(jm: JobManager, dsn: str, tmp_path: Path) -> None:
+    jm.add_jobs(["restored 1", "restored 2"], "IMAGE_TEST")
+    info = jm.backup_database(tmp_path, keep=None)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DELETE FROM jobs")
+    restorer = JobManager(dsn)
+    t = _later(0.3, lambda: restorer.restore_database(info.path, safety_backup=False))
+    started = time.monotonic()
+    jobs = jm.wait_and_lock_jobs("IMAGE_TEST", 10, 20)
+    t.join()
+    assert sorted(j["prompt_text"] for j in jobs) == ["restored 1", "restored 2"]
+    assert time.monotonic() - started < 10
+    restorer.close()
+
+
+def test_a_restore_keeps_a_notify_trigger_the_operator_disabled(
+    jm: JobManager, dsn: str, tmp_path: Path
+) -> None:
+    jm.add_jobs(["a", "b"], "IMAGE_TEST")
+    info = jm.backup_database(tmp_path, keep=None)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("ALTER TABLE jobs DISABLE TRIGGER job_manager_notify_insert")
+        c.execute("LISTEN job_manager_jobs")
+        jm.restore_database(info.path, safety_backup=False)
+        assert _notifications(c) == []
+        assert (
+            scalar(c, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'job_manager_notify_insert'")
+            == "D"
+        )
+
+
 def test_not_woken_before_commit(jm: JobManager, db: psycopg.Connection, dsn: str) -> None:
     committed = []
 
