@@ -218,6 +218,57 @@ def test_legacy_dump_of_the_oldest_layout_keeps_extra_columns_and_maps_statuses(
     assert tab.endswith("\t")
 
 
+def test_a_data_only_dump_adds_its_unknown_columns_with_the_types_their_values_fit(
+    server: Server, jm: JobManager, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """`pg_dump -a` says nothing of a column's type: each column the schema lacks is added with
+    the type of its own values (not a neighbour's), and the values load as they were."""
+    source = server.create_database()
+    try:
+        with psycopg.connect(server.dsn_for(source), autocommit=True) as src:
+            src.execute(OLDEST_LAYOUT)
+            src.execute(
+                "ALTER TABLE jobs ADD COLUMN attempts integer, ADD COLUMN note text, "
+                "ADD COLUMN seen_on date"
+            )
+            src.execute(
+                "INSERT INTO jobs (prompt_text, job_type, attempts, note, seen_on, submitted_at) "
+                "VALUES ('a', 'IMAGE_TEST', 3, 'first', '2025-07-01', '2025-07-01 10:00:00'), "
+                "('b', 'VIDEO_PROD', 12, '42', '2025-07-02', NULL)"
+            )
+        dump = tmp_path / "airflow_backup_20250701_000000.sql"
+        bindir = Path(server.cluster.bindir) if server.cluster else None
+        pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
+        subprocess.run(
+            [pg_dump, "-a", "-t", "jobs", "-f", str(dump), server.dsn_for(source)],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        server.drop_database(source)
+    assert b"CREATE TABLE" not in dump.read_bytes()
+    assert jm.restore_database(dump, safety_backup=False).rows == {"jobs": 2}
+    types = dict(
+        db.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'jobs' AND column_name IN "
+            "('attempts', 'note', 'seen_on', 'submitted_at')"
+        ).fetchall()
+    )
+    assert types == {
+        "attempts": "bigint",
+        "note": "text",
+        "seen_on": "date",
+        "submitted_at": "timestamp without time zone",
+    }
+    assert db.execute(
+        "SELECT attempts, note, seen_on::text, submitted_at::text FROM jobs ORDER BY prompt_text"
+    ).fetchall() == [
+        (3, "first", "2025-07-01", "2025-07-01 10:00:00"),
+        (12, "42", "2025-07-02", None),
+    ]
+
+
 def corrupt_variants(path: Path, tmp_path: Path) -> dict[str, Path]:
     data = path.read_bytes()
     out = {}
