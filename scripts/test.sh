@@ -44,5 +44,6 @@ say "bench --quick (keeps the harness working; the timings live in BENCHMARKS.md
 "$VENV/bin/uv" pip install -q --python "$PY" -r bench/requirements.txt
 python bench/run.py --quick --no-write > /dev/null
 python bench/queue_waits.py --quick > /dev/null
+python bench/restore_profile.py --quick --rounds 1 > /dev/null
 say "pytest (unit, integration, DAGs in Airflow, reliability)"
 python -m pytest "$@"
