@@ -15,7 +15,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +49,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="jm-compare-"))
-    base.chmod(0o755)
-    cluster = pgcluster.start(base / "cluster")
     results: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
-    try:
+    with pgcluster.throwaway("jm-compare-") as cluster:
         for r in range(args.rounds):
             for impl in ("a", "b") if r % 2 == 0 else ("b", "a"):
                 db = f"round{r}{impl}"
@@ -75,8 +71,6 @@ def main() -> int:
                     text=True,
                 ).stdout
                 results[impl].append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        pgcluster.stop(base / "cluster")
     for impl, python in (("a", args.a), ("b", args.b)):
         rows = results[impl]
         print(

@@ -92,12 +92,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "DASHBOARD.md")
     args = parser.parse_args()
     n = 50_000 if args.quick else 1_000_000
-    base = None
-    admin = os.environ.get("JOB_MANAGER_BENCH_DSN")
-    if not admin:
-        base = Path(tempfile.mkdtemp(prefix="jm-bench-dash-"))
-        admin = pgcluster.start(base / "cluster").dsn
-    try:
+    with pgcluster.bench_server("jm-bench-dash-") as (admin, _, _):
         with psycopg.connect(admin, autocommit=True) as a:
             a.execute("DROP DATABASE IF EXISTS jm_bench_dashboard")
             a.execute("CREATE DATABASE jm_bench_dashboard")
@@ -162,9 +157,6 @@ def main() -> int:
         }
         jm.close()
         db.close()
-    finally:
-        if base is not None:
-            pgcluster.stop(base / "cluster")
 
     lines = [
         "# The Job queue page on 1,000,000 jobs",

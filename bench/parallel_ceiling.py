@@ -20,7 +20,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -87,15 +86,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    dsn = os.environ.get("JOB_MANAGER_BENCH_DSN")
-    base = None
-    if dsn:
-        bindir = pgcluster.find_bindir()
-    else:
-        base = Path(tempfile.mkdtemp(prefix="jm-ceiling-pg-"))
-        cluster = pgcluster.start(base / "cluster")
-        dsn, bindir = cluster.dsn, Path(cluster.bindir)
-    try:
+    with pgcluster.bench_server("jm-ceiling-pg-") as (dsn, bindir, _):
         bench = Bench(dsn, args.quick, bindir)
         big = bench.db_dsn("bench_big")
         try:
@@ -168,9 +159,6 @@ def main() -> int:
                 f"| {name} | {m:.2f} | {rounds} | {statistics.median(cpu[name]):.2f} | "
                 f"{floor_s / m:.2f}x |"
             )
-    finally:
-        if base is not None:
-            pgcluster.stop(base / "cluster")
     return 0
 
 

@@ -33,7 +33,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -478,10 +477,7 @@ def main() -> int:
         n, rounds, m, consumers, samples, idle_s = 600, 1, 500, 4, 20, 1.0
     else:
         n, rounds, m, consumers, samples, idle_s = 20_000, 3, 20_000, 4, 300, 10.0
-    base = Path(tempfile.mkdtemp(prefix="jm-bench-queue-"))
-    base.chmod(0o755)
-    cluster = pgcluster.start(base / "cluster")
-    try:
+    with pgcluster.throwaway("jm-bench-queue-") as cluster:
         dsn = cluster.dsn_for("postgres")
         setup = JobManager(dsn)
         setup.init_database()
@@ -508,8 +504,6 @@ def main() -> int:
         trigger = trigger_cost(dsn, m, rounds)
         idle = idle_cpu(dsn, idle_s)
         log(f"done in {time.perf_counter() - t0:.0f}s")
-    finally:
-        pgcluster.stop(base / "cluster")
 
     impls = ["job_manager", "pooled-psycopg3", "pgqueuer"]
     cmd = "python bench/queue_waits.py" + (" --quick" if args.quick else "")

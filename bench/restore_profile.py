@@ -20,7 +20,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -96,9 +95,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     builds = dict(b.split("=", 1) for b in args.build) or {"current": ""}
-    base = Path(tempfile.mkdtemp(prefix="jm-restore-profile-"))
-    cluster = pgcluster.start(base / "cluster")
-    try:
+    with pgcluster.throwaway("jm-restore-profile-") as cluster:
+        base = Path(cluster.base).parent
         with psycopg.connect(cluster.dsn, autocommit=True) as c:
             c.execute("ALTER SYSTEM SET log_min_duration_statement = 0")
             c.execute("ALTER SYSTEM SET log_line_prefix = '%m [%p] %a: '")
@@ -201,8 +199,6 @@ def main() -> int:
         print("| **wall time of the restore** | " + " | ".join(walls) + " |")
         per_round = [" / ".join(f"{v:.2f}" for v in wall[lb]) for lb in labels]
         print("| wall time per round | " + " | ".join(per_round) + " |")
-    finally:
-        pgcluster.stop(base / "cluster")
     return 0
 
 

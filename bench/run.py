@@ -1109,17 +1109,12 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
-    dsn = os.environ.get("JOB_MANAGER_BENCH_DSN")
-    base = None
-    if dsn:
-        bindir = pgcluster.find_bindir()
-        settings = "server settings as configured"
-    else:
-        base = Path(tempfile.mkdtemp(prefix="jm-bench-pg-"))
-        cluster = pgcluster.start(base / "cluster")
-        dsn, bindir = cluster.dsn, Path(cluster.bindir)
-        settings = f"a throwaway cluster started by the bench ({cluster.options.split(' -c ', 1)[1].replace(' -c ', ', ')})"
-    try:
+    with pgcluster.bench_server() as (dsn, bindir, cluster):
+        settings = (
+            f"a throwaway cluster started by the bench ({cluster.options.split(' -c ', 1)[1].replace(' -c ', ', ')})"
+            if cluster
+            else "server settings as configured"
+        )
         with psycopg.connect(dsn, autocommit=True) as c:
             server_version = c.execute("SHOW server_version").fetchone()[0]
         global QUICK
@@ -1167,9 +1162,6 @@ def main() -> int:
             ]
             args.output.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
             log(f"wrote {args.output}")
-    finally:
-        if base is not None:
-            pgcluster.stop(base / "cluster")
     return 0
 
 

@@ -18,6 +18,7 @@ changed. Without root, everything lives under DIR (mode 0700).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -30,6 +31,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -235,6 +237,32 @@ def stop(base: Path, *, remove: bool = True) -> None:
             if cluster.server_dir:
                 shutil.rmtree(cluster.server_dir, ignore_errors=True)
             shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway(prefix: str = "jm-pg-") -> Iterator[Cluster]:
+    """A cluster for the length of a `with` block: started in a new temporary directory,
+    stopped and removed (data, socket, log) when the block ends, however it ends."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield start(base / "cluster")
+    finally:
+        if (base / "cluster" / "cluster.json").exists():
+            stop(base / "cluster")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bench_server(prefix: str = "jm-bench-pg-") -> Iterator[tuple[str, Path, Cluster | None]]:
+    """The server a benchmark runs against, as `(superuser DSN, bindir, cluster)`:
+    $JOB_MANAGER_BENCH_DSN's when set (`cluster` is None: nothing is started or stopped),
+    otherwise a `throwaway` cluster."""
+    dsn = os.environ.get("JOB_MANAGER_BENCH_DSN")
+    if dsn:
+        yield dsn, find_bindir(), None
+        return
+    with throwaway(prefix) as cluster:
+        yield cluster.dsn, Path(cluster.bindir), cluster
 
 
 def main(argv: list[str]) -> int:

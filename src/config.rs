@@ -186,6 +186,19 @@ impl Settings {
                     .into(),
             ));
         }
+        // No host name holds '@': in a URL, one means a password with a raw '@' (split at
+        // its first '@'), and the rest of the password would be shown as the host.
+        if pg
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, Host::Tcp(name) if name.contains('@')))
+        {
+            return Err(Error::Configuration(
+                "the DSN's host holds an '@': a password (or user) containing '@' must be \
+                 percent-encoded in a postgresql:// URL, '@' as %40"
+                    .into(),
+            ));
+        }
         if pg.get_user().is_none() {
             return Err(Error::Configuration(
                 "the DSN names no user; add one, e.g. postgresql://USER:password@host:5432/db"
@@ -305,8 +318,20 @@ impl Settings {
             .and_then(|p| std::str::from_utf8(p).ok())
     }
 
-    /// libpq's variables for a child process (pg_dump) to connect as we do: TLS settings and
-    /// application_name. The password is not among them (see the caller).
+    /// `target_session_attrs` as libpq spells it (the driver knows `read-write` and `any`).
+    pub fn libpq_target_session_attrs(&self) -> &'static str {
+        if matches!(
+            self.pg.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        ) {
+            "read-write"
+        } else {
+            "any"
+        }
+    }
+
+    /// libpq's variables for a child process (pg_dump) to connect as we do: TLS settings,
+    /// channel binding and application_name. The password is not among them (see the caller).
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![("PGSSLMODE", self.tls.mode.as_str().to_owned())];
         if let Some(root) = &self.tls.root_cert {
@@ -330,6 +355,18 @@ impl Settings {
         if let Some(name) = self.pg.get_application_name() {
             env.push(("PGAPPNAME", name.to_owned()));
         }
+        // Always given, so a child never falls back to libpq's default ("prefer") or to a
+        // PGCHANNELBINDING of its own environment: `require` must stay required.
+        env.push((
+            "PGCHANNELBINDING",
+            match self.pg.get_channel_binding() {
+                postgres::config::ChannelBinding::Disable => "disable",
+                postgres::config::ChannelBinding::Prefer => "prefer",
+                // A variant a later driver adds: fail closed.
+                _ => "require",
+            }
+            .to_owned(),
+        ));
         env
     }
 }
@@ -404,15 +441,7 @@ impl Settings {
         }
         out.push((
             "target_session_attrs",
-            if matches!(
-                pg.get_target_session_attrs(),
-                postgres::config::TargetSessionAttrs::ReadWrite
-            ) {
-                "read-write"
-            } else {
-                "any"
-            }
-            .to_owned(),
+            self.libpq_target_session_attrs().to_owned(),
         ));
         // TLS and application_name exactly as pg_dump gets them (PGSSLMODE -> sslmode, ...).
         for (var, value) in self.libpq_env() {
@@ -422,6 +451,7 @@ impl Settings {
                 "PGSSLCERT" => "sslcert",
                 "PGSSLKEY" => "sslkey",
                 "PGAPPNAME" => "application_name",
+                "PGCHANNELBINDING" => "channel_binding",
                 _ => continue,
             };
             out.push((key, value));

@@ -9,7 +9,7 @@ use postgres::{Client, IsolationLevel, Transaction};
 use super::format::{
     add_columns_sql, catalog_columns, copy_columns, history_insert_sql, pinned_settings_sql,
     setval_sql, HashingWriter, Header, DATA_TABLES, END_MARKER, FORMAT_VERSION, HISTORY_DDL,
-    TRUNCATE_SQL,
+    NO_SERVER_TIMEOUTS_SQL, TRUNCATE_SQL,
 };
 use super::parallel::Streams;
 use crate::errors::{Error, Result};
@@ -59,7 +59,7 @@ pub fn begin_snapshot(client: &mut Client) -> Result<Transaction<'_>> {
         .start()
         .context("starting the backup snapshot")?;
     tx.batch_execute(&format!(
-        "{}SET LOCAL row_security = off;",
+        "{}SET LOCAL row_security = off;\n{NO_SERVER_TIMEOUTS_SQL}",
         pinned_settings_sql()
     ))
     .context("starting the backup snapshot")?;

@@ -64,6 +64,18 @@ pub const PINNED_SETTINGS: [(&str, &str); 6] = [
     ("extra_float_digits", "3"),
 ];
 
+/// Clears the server-side timeouts a role or database may set (`statement_timeout`,
+/// `idle_in_transaction_session_timeout`, and `transaction_timeout` where the server has it)
+/// for a backup's or restore's transaction: such a timeout would end a long backup part-way,
+/// or a parallel backup's snapshot connection, idle while its streams read. pg_dump and
+/// pg_restore clear them too. Those waits stay bounded by the client (`long_io_timeout`
+/// without progress). Not written into backup files.
+pub const NO_SERVER_TIMEOUTS_SQL: &str = "SET LOCAL statement_timeout = 0;
+SET LOCAL idle_in_transaction_session_timeout = 0;
+SELECT set_config('transaction_timeout', '0', true)
+WHERE current_setting('transaction_timeout', true) IS NOT NULL;
+";
+
 /// `SET LOCAL ...;` for each of [`PINNED_SETTINGS`], one a line.
 pub fn pinned_settings_sql() -> String {
     PINNED_SETTINGS

@@ -690,6 +690,64 @@ pub fn scan_statement_line(line: &str, quote: &mut Quote, std_strings: bool) -> 
     ends && *quote == Quote::Outside
 }
 
+/// `numeric` as PostgreSQL prints it: `-?(0|[1-9][0-9]*)(.[0-9]+)?`, never a negative zero,
+/// bounded in length (a longer value stays text).
+fn printed_numeric(s: &str) -> bool {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let negative_zero = s.starts_with('-') && body.bytes().all(|b| b == b'0' || b == b'.');
+    s.len() <= 1000
+        && digits(int)
+        && (int == "0" || !int.starts_with('0'))
+        && frac.is_none_or(digits)
+        && !negative_zero
+}
+
+/// A `date` as PostgreSQL prints it with DateStyle ISO, AD: `YYYY-MM-DD`, a real day of year
+/// 0001-9999.
+fn printed_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit)
+        && &s[..4] != "0000"
+        && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+/// A timestamp as PostgreSQL prints it with DateStyle ISO, AD: a [`printed_date`], a space,
+/// `HH:MM:SS` (second 00-59) and at most 6 fraction digits without a trailing zero. Returns
+/// what follows (the time zone offset of a `timestamptz`, or nothing).
+fn printed_timestamp(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    if b.len() < 19 || !s.is_char_boundary(10) || !printed_date(&s[..10]) || b[10] != b' ' {
+        return None;
+    }
+    let two = |at: usize, max: u8| {
+        b[at].is_ascii_digit()
+            && b[at + 1].is_ascii_digit()
+            && (b[at] - b'0') * 10 + (b[at + 1] - b'0') <= max
+    };
+    if !(two(11, 23) && b[13] == b':' && two(14, 59) && b[16] == b':' && two(17, 59)) {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 6 || frac.as_bytes()[n - 1] == b'0' {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    Some(rest)
+}
+
 /// What the values of a column a dump gives no type for look like, to give the column a type
 /// when a restore must add it (a data-only dump of the oldest layout's `submitted_at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -706,7 +764,10 @@ pub enum Guess {
 }
 
 impl Guess {
-    /// The guess for one COPY text field.
+    /// The guess for one COPY text field. A type is guessed only from the exact form in which
+    /// PostgreSQL prints a value of that type (as pg_dump wrote it): a value in any other form
+    /// ("007", "-0", "1e5", "1.", a seventh fraction digit, second 60, year 0) came from a
+    /// text column, and loading it as a number or a time would rewrite or refuse it.
     pub fn of(field: &[u8]) -> Guess {
         if field == b"\\N" {
             return Guess::Null;
@@ -716,20 +777,16 @@ impl Guess {
         };
         if parse_int::<i64>(s).is_some() {
             Guess::BigInt
-        } else if s.starts_with(|c: char| c == '-' || c.is_ascii_digit())
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'e' | b'+'))
-            && s.parse::<f64>().is_ok()
-        {
+        } else if printed_numeric(s) {
             Guess::Numeric
-        } else if s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() {
+        } else if printed_date(s) {
             Guess::Date
-        } else if chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").is_ok() {
-            Guess::Timestamp
-        } else if check_iso_timestamptz(s).is_ok() {
-            Guess::TimestampTz
         } else {
-            Guess::Text
+            match printed_timestamp(s) {
+                Some("") => Guess::Timestamp,
+                Some(_) if check_iso_timestamptz(s).is_ok() => Guess::TimestampTz,
+                _ => Guess::Text,
+            }
         }
     }
 
@@ -1152,5 +1209,36 @@ mod tests {
         assert_eq!(g(&["2025-07-19"]), "date");
         assert_eq!(g(&["2025-07-19", "x"]), "text");
         assert_eq!(g(&["\\N"]), "text");
+        // Only the forms PostgreSQL prints: anything else came from a text column.
+        for text in [
+            "007",
+            "-0",
+            "-0.00",
+            "1e5",
+            "1.",
+            ".5",
+            "+1",
+            "1e1000000",
+            "0000-01-01",
+            "0000-01-01 00:00:00",
+            "2025-02-30",
+            "2016-12-31 23:59:60",
+            "2025-01-01 24:00:00",
+            "2025-01-01 12:00:00.1234567",
+            "2025-01-01 12:00:00.10",
+            "2025-01-01 12:00:00.",
+            "2025-01-01T12:00:00",
+            "2025-01-01 BC",
+            "NaN",
+            "Infinity",
+        ] {
+            assert_eq!(g(&[text]), "text", "{text}");
+        }
+        assert_eq!(g(&["0", "-1.50", "10.0"]), "numeric");
+        assert_eq!(g(&["2024-02-29 23:59:59.5"]), "timestamp without time zone");
+        assert_eq!(
+            g(&["2024-02-29 23:59:59.000001-03:30"]),
+            "timestamp with time zone"
+        );
     }
 }

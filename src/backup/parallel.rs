@@ -16,12 +16,13 @@ use std::io::Write;
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{Scope, ScopedJoinHandle};
+use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, Transaction};
 
 use super::dump::Progress;
-use super::format::{pinned_settings_sql, HashingWriter};
+use super::format::{pinned_settings_sql, HashingWriter, NO_SERVER_TIMEOUTS_SQL};
 use crate::config::Settings;
 use crate::errors::{Error, Result};
 use crate::pool::{Context, LazyPool};
@@ -219,7 +220,7 @@ pub fn start<'scope>(
     for _ in 0..workers.len() {
         match ready_rx.recv_timeout(bound) {
             Ok(Ok(())) => ready += 1,
-            Ok(Err(why)) => log::warn!("a backup stream could not start: {why}"),
+            Ok(Err(why)) => log::warn!("{why}"),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -513,39 +514,42 @@ async fn open_stream(pool: &LazyPool, i: usize, snapshot: &str) -> Result<tokio_
     let mut connected = None;
     for negotiation in settings.tls().attempts() {
         let state = Arc::new(IoState::default());
-        state.arm(settings.long_io_timeout());
         let connector = Connector {
             negotiation: negotiation.clone(),
-            state,
+            state: Arc::clone(&state),
             connect_timeout: settings.connect_timeout(),
         };
         let attempt =
             tokio::time::timeout(settings.connect_timeout(), config.connect(connector)).await;
         match attempt {
             Ok(Ok(pair)) => {
-                connected = Some(pair);
+                connected = Some((pair, state));
                 break;
             }
             // allow: a server that refuses plaintext (hostssl only) gets a TLS attempt.
             Ok(Err(e)) if e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
-                last = Some(stream_error(i, "connecting", &e));
+                last = Some(start_error(i, "connecting", &e));
             }
-            Ok(Err(e)) => return Err(stream_error(i, "connecting", &e)),
+            Ok(Err(e)) => return Err(start_error(i, "connecting", &e)),
             Err(_) => {
                 return Err(Error::Unavailable(format!(
-                    "parallel backup stream {i}: no answer from {} within {:.1}s \
-                     (connect_timeout)",
+                    "parallel backup stream {i} could not start: no answer from {} within \
+                     {:.1}s (connect_timeout)",
                     settings.redacted_dsn(),
                     settings.connect_timeout().as_secs_f64()
                 )))
             }
         }
     }
-    let Some((client, connection)) = connected else {
+    let Some(((client, connection), state)) = connected else {
         return Err(
             last.unwrap_or_else(|| Error::Backup("no way to connect was configured".into()))
         );
     };
+    // The login ran under connect_timeout (the transport armed it); from here every wait of
+    // this stream is the backup's: long_io_timeout without progress, as on the snapshot's
+    // own connection.
+    state.arm(settings.long_io_timeout());
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             log::debug!("parallel backup stream {i}: the connection ended: {e}");
@@ -558,12 +562,52 @@ async fn open_stream(pool: &LazyPool, i: usize, snapshot: &str) -> Result<tokio_
             "SET application_name = 'job_manager backup stream {i}';
              BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
              SET TRANSACTION SNAPSHOT '{snapshot}';
-             {}SET LOCAL row_security = off;",
+             {}SET LOCAL row_security = off;
+             {NO_SERVER_TIMEOUTS_SQL}",
             pinned_settings_sql()
         ))
         .await
-        .map_err(|e| stream_error(i, "importing the backup snapshot", &e))?;
+        .map_err(|e| start_error(i, "importing the backup snapshot", &e))?;
+    // Every lock the stream's reads need, taken now or never: the tables (NOWAIT) and, by
+    // planning a read of each, their indexes (at most STREAM_LOCK_WAIT). A session waiting
+    // for an exclusive lock (ALTER TABLE, TRUNCATE, REINDEX, VACUUM FULL) queues behind the
+    // snapshot's connection; a stream asking for a lock after it would queue behind that
+    // session, while the snapshot's connection waits for the stream: a deadlock outside the
+    // server's view. A stream that cannot have its locks at once stays out of the backup, and
+    // one that ever waits longer than this for a lock fails it (55P03) instead of hanging.
+    client
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms';
+             LOCK TABLE ONLY jobs, ONLY download_queue IN ACCESS SHARE MODE NOWAIT;
+             EXPLAIN SELECT 1 FROM ONLY jobs; EXPLAIN SELECT 1 FROM ONLY download_queue;",
+            STREAM_LOCK_WAIT.as_millis()
+        ))
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                Error::Backup(format!(
+                    "parallel backup stream {i} could not start: another session is waiting \
+                     for a lock on jobs or download_queue that reading them would queue behind \
+                     (an ALTER TABLE, TRUNCATE, REINDEX or VACUUM FULL); the backup goes on \
+                     without this stream"
+                ))
+            } else {
+                start_error(i, "taking its locks", &e)
+            }
+        })?;
     Ok(client)
+}
+
+/// How long a stream may wait for a lock (see [`open_stream`]).
+const STREAM_LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// A stream that could not start: the backup goes on without it (see [`start`]).
+fn start_error(i: usize, what: &str, e: &postgres::Error) -> Error {
+    Error::Backup(format!(
+        "parallel backup stream {i} could not start ({what}): {}; the backup goes on without \
+         this stream",
+        crate::errors::error_chain(e)
+    ))
 }
 
 fn stream_error(i: usize, what: &str, e: &postgres::Error) -> Error {

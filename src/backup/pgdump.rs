@@ -9,6 +9,7 @@ use postgres::config::Host;
 
 use super::files::{self, TempFile};
 use super::reader::{Auth, BackupFile};
+use crate::config::Settings;
 use crate::errors::{Error, Result};
 use crate::pool::{Context, LazyPool};
 
@@ -83,36 +84,9 @@ pub fn dump_database(
     }
     files::ensure_dir(dir)?;
     let settings = pool.settings();
-    let pg = settings.pg();
     let mut cmd = Command::new(&exe);
     cmd.args(["--format=plain", "--no-password"]);
-    if let Some(host) = pg.get_hosts().first() {
-        let h = match host {
-            Host::Tcp(name) => name.clone(),
-            Host::Unix(path) => path.display().to_string(),
-        };
-        cmd.arg("--host").arg(h);
-    }
-    if let Some(port) = pg.get_ports().first() {
-        cmd.arg("--port").arg(port.to_string());
-    }
-    if let Some(user) = pg.get_user() {
-        cmd.arg("--username").arg(user);
-    }
-    if let Some(db) = pg.get_dbname() {
-        cmd.arg("--dbname").arg(db);
-    }
-    // The password travels in the environment, never on the command line.
-    if let Some(pw) = settings.password() {
-        cmd.env("PGPASSWORD", pw);
-    }
-    // TLS exactly as our own connections (sslmode, sslrootcert, sslcert, sslkey), and our
-    // application_name.
-    cmd.envs(settings.libpq_env());
-    cmd.env(
-        "PGCONNECT_TIMEOUT",
-        settings.connect_timeout().as_secs().max(1).to_string(),
-    );
+    connect_as_we_do(&mut cmd, settings);
     let (tmp, file) = TempFile::create(dir)?;
     let out_file = file
         .try_clone()
@@ -152,6 +126,59 @@ pub fn dump_database(
     info.server_version = Some(server_num.to_string());
     log::info!("pg_dump backup {} written", path.display());
     Ok(info)
+}
+
+/// pg_dump's connection as the pool's: every host and port, user, database, TLS, channel
+/// binding, options, target_session_attrs, application_name and connect_timeout. The
+/// password travels in the environment, never on the command line.
+fn connect_as_we_do(cmd: &mut Command, settings: &Settings) {
+    let pg = settings.pg();
+    // Every host and port, as libpq's comma-separated lists: pg_dump tries them in order
+    // (with target_session_attrs below) as our connections do.
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        cmd.arg("--host").arg(hosts.join(","));
+    }
+    if !pg.get_ports().is_empty() {
+        let ports: Vec<String> = pg.get_ports().iter().map(ToString::to_string).collect();
+        cmd.arg("--port").arg(ports.join(","));
+    }
+    if let Some(options) = pg.get_options() {
+        cmd.env("PGOPTIONS", options);
+    }
+    cmd.env(
+        "PGTARGETSESSIONATTRS",
+        settings.libpq_target_session_attrs(),
+    );
+    if let Some(user) = pg.get_user() {
+        cmd.arg("--username").arg(user);
+    }
+    // In the environment: a `--dbname` holding `=` would be read as a whole connection string.
+    if let Some(db) = pg.get_dbname() {
+        cmd.env("PGDATABASE", db);
+    }
+    if !pg.get_hostaddrs().is_empty() {
+        let addrs: Vec<String> = pg.get_hostaddrs().iter().map(ToString::to_string).collect();
+        cmd.env("PGHOSTADDR", addrs.join(","));
+    }
+    // The password travels in the environment, never on the command line.
+    if let Some(pw) = settings.password() {
+        cmd.env("PGPASSWORD", pw);
+    }
+    // TLS exactly as our own connections (sslmode, sslrootcert, sslcert, sslkey, channel
+    // binding), and our application_name.
+    cmd.envs(settings.libpq_env());
+    cmd.env(
+        "PGCONNECT_TIMEOUT",
+        settings.connect_timeout().as_secs().max(1).to_string(),
+    );
 }
 
 #[cfg(test)]

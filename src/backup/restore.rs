@@ -15,7 +15,7 @@ use postgres::{Client, Transaction};
 
 use super::format::{
     add_columns_sql, copy_columns, corrupt, pinned_settings_sql, setval_sql, Column, Compression,
-    TRUNCATE_SQL,
+    NO_SERVER_TIMEOUTS_SQL, TRUNCATE_SQL,
 };
 use super::grammar::Ident;
 use super::reader::{Auth, BackupFile, Event, Reader, Verified};
@@ -42,7 +42,7 @@ pub(super) fn begin(client: &mut Client, replacing: bool) -> Result<Transaction<
     let mut tx = client.transaction().context("starting the restore")?;
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '30s'; SET LOCAL client_min_messages = warning; {}
-         SET LOCAL row_security = off;
+         SET LOCAL row_security = off; {NO_SERVER_TIMEOUTS_SQL}
          LOCK TABLE jobs, download_queue IN ACCESS EXCLUSIVE MODE;",
         pinned_settings_sql()
     ))
@@ -157,7 +157,8 @@ pub fn check_no_references(client: &mut impl postgres::GenericClient) -> Result<
     Ok(())
 }
 
-/// No trigger job_manager did not create would fire when rows are loaded.
+/// No trigger job_manager did not create would fire when rows are loaded (a disabled one
+/// would not).
 pub fn check_no_foreign_triggers(client: &mut impl postgres::GenericClient) -> Result<()> {
     let what = "checking the owned tables' triggers";
     let triggers = client
@@ -165,6 +166,11 @@ pub fn check_no_foreign_triggers(client: &mut impl postgres::GenericClient) -> R
             "SELECT format('%s on %s', tgname, tgrelid::regclass::text) FROM pg_trigger
              WHERE tgrelid IN ('jobs'::regclass, 'download_queue'::regclass)
                AND NOT tgisinternal AND NOT (tgname::text = ANY ($1))
+               -- only those that fire in this session: not disabled, and of its
+               -- session_replication_role (ENABLE REPLICA fires only in 'replica')
+               AND CASE current_setting('session_replication_role')
+                       WHEN 'replica' THEN tgenabled IN ('R', 'A')
+                       ELSE tgenabled IN ('O', 'A') END
              ORDER BY 1",
             &[&&OUR_TRIGGERS[..]],
         )
