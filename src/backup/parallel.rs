@@ -187,6 +187,15 @@ pub fn start<'scope>(
     tx: &mut Transaction<'_>,
     n: usize,
 ) -> Result<Option<Streams<'scope>>> {
+    // The snapshot's connection takes its locks (the tables, and their indexes by planning a
+    // read of each) before any stream exists, as pg_dump -j's leader does: a session that
+    // asks for an exclusive lock later queues behind all of them, and nobody in the backup
+    // then asks for a lock behind it (see `open_stream`).
+    tx.batch_execute(
+        "LOCK TABLE ONLY jobs, ONLY download_queue IN ACCESS SHARE MODE;
+         EXPLAIN SELECT 1 FROM ONLY jobs; EXPLAIN SELECT 1 FROM ONLY download_queue;",
+    )
+    .context("locking the tables for the backup")?;
     let snapshot: String = tx
         .query_one("SELECT pg_export_snapshot()", &[])
         .context("exporting the backup snapshot for its parallel streams")?
