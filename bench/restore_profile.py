@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import psycopg
+from job_manager import JobManager
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -103,29 +104,10 @@ def main() -> int:
             c.execute("SELECT pg_reload_conf()")
         bench = Bench(cluster.dsn, args.quick, Path(cluster.bindir))
         dsn, n = bench.prefill_big()
-        from job_manager import JobManager
-
         files = base / "files"
         ours = Path(JobManager(dsn).backup_database(files, keep=None).path)
         dump = files / "pg_dump.sql"
-        subprocess.run(
-            [
-                bench.tool("pg_dump"),
-                *("-t", "jobs", "-t", "download_queue", "-t", "job_manager_schema_history"),
-                *("-f", str(dump), "bench_big"),
-            ],
-            env=bench.pgenv,
-            check=True,
-        )
-        with psycopg.connect(dsn, autocommit=True) as src:
-            functions = [
-                r[0]
-                for r in src.execute(
-                    "SELECT DISTINCT pg_get_functiondef(tgfoid) FROM pg_trigger "
-                    "WHERE NOT tgisinternal "
-                    "AND tgrelid IN ('jobs'::regclass, 'download_queue'::regclass)"
-                )
-            ]
+        bench.pg_dump_tables("bench_big", dump)
         target = bench.fresh_db("bench_restore")
         JobManager(target).init_database()
         log_path = cluster.home / "server.log"
@@ -159,10 +141,7 @@ def main() -> int:
                         env,
                     )
                 )
-            fresh = bench.fresh_db("bench_restore_psql")
-            with psycopg.connect(fresh, autocommit=True) as c:
-                for definition in functions:
-                    c.execute(definition)
+            bench.fresh_db_for_pg_dump_of(dsn, "bench_restore_psql")
             steps.append(
                 (
                     "psql --single-transaction (pg_dump's file)",

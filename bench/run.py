@@ -174,6 +174,38 @@ class Bench:
             c.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         return self.db_dsn(name)
 
+    def pg_dump_tables(self, db: str, out: Path, *flags: str) -> None:
+        """`pg_dump -t` of the tables a job_manager backup holds, from `db` into `out`."""
+        subprocess.run(
+            [
+                self.tool("pg_dump"),
+                *("-t", "jobs", "-t", "download_queue", "-t", "job_manager_schema_history"),
+                *flags,
+                *("-f", str(out), db),
+            ],
+            env=self.pgenv,
+            check=True,
+        )
+
+    def fresh_db_for_pg_dump_of(self, source_dsn: str, name: str) -> str:
+        """A new empty database `name` into which psql can load a `pg_dump_tables` file of
+        `source_dsn`: pg_dump -t leaves out the functions the tables' triggers call
+        (updated_at, the NOTIFY of V6), so their definitions are copied from the source."""
+        with psycopg.connect(source_dsn, autocommit=True) as src:
+            functions = [
+                r[0]
+                for r in src.execute(
+                    "SELECT DISTINCT pg_get_functiondef(tgfoid) FROM pg_trigger "
+                    "WHERE NOT tgisinternal "
+                    "AND tgrelid IN ('jobs'::regclass, 'download_queue'::regclass)"
+                )
+            ]
+        dsn = self.fresh_db(name)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for definition in functions:
+                c.execute(definition)
+        return dsn
+
     def tool(self, name: str) -> str:
         return str(self.bindir / name)
 
@@ -452,21 +484,19 @@ class Bench:
         case.bar(f"4 threads >= 1.5x one thread (median ratio {ratio:.2f}x)", ratio >= 1.5)
         case.bar(f"every job claimed exactly once ({duplicates} duplicates)", duplicates == 0)
 
-    def prefill_big(self) -> tuple[str, int]:
-        """The large dataset: N pending jobs with ~300-byte prompts, plus downloads."""
+    def prefill(self, name: str, prompt: Callable[[int], str]) -> tuple[str, int, str]:
+        """A large dataset in a new database `name`: N pending jobs whose i-th prompt is
+        `prompt(i)`, alternating job types by 100,000, a download for every tenth job, vacuumed
+        and analyzed. Returns (dsn, N, the size of `jobs` with its indexes)."""
         n = 50_000 if self.quick else 1_000_000
-        dsn = self.fresh_db("bench_big")
+        dsn = self.fresh_db(name)
         jm = JobManager(dsn)
         jm.init_database()
-        filler = "lorem ipsum dolor sit amet, 一只可爱的小猫, consectetur \\ adipiscing\t " * 4
         t0 = time.perf_counter()
         batch = 100_000
         for start in range(0, n, batch):
             jm.add_jobs(
-                [
-                    f"big {i} {filler[: 280 - len(str(i))]}"
-                    for i in range(start, min(n, start + batch))
-                ],
+                [prompt(i) for i in range(start, min(n, start + batch))],
                 "VIDEO_PROD" if start % (2 * batch) else "IMAGE_TEST",
             )
         with psycopg.connect(dsn, autocommit=True) as c:
@@ -477,9 +507,14 @@ class Bench:
             c.execute("VACUUM ANALYZE jobs")
             c.execute("VACUUM ANALYZE download_queue")
             size = c.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()[0]
-        log(f"  prefilled {n:,} jobs ({size}) in {time.perf_counter() - t0:.1f}s")
-        self.big = (dsn, n, size)
-        return dsn, n
+        log(f"  prefilled {n:,} jobs in {name} ({size}) in {time.perf_counter() - t0:.1f}s")
+        return dsn, n, size
+
+    def prefill_big(self) -> tuple[str, int]:
+        """The large dataset: N pending jobs with ~300-byte prompts, plus downloads."""
+        filler = "lorem ipsum dolor sit amet, 一只可爱的小猫, consectetur \\ adipiscing\t " * 4
+        self.big = self.prefill("bench_big", lambda i: f"big {i} {filler[: 280 - len(str(i))]}")
+        return self.big[0], self.big[1]
 
     def prefill_varied(self) -> tuple[str, int, str]:
         """The large dataset again with prompts as varied as real ones: each a different
@@ -488,10 +523,6 @@ class Bench:
         repeated filler of `prefill_big` compresses far better than real prompts do."""
         if getattr(self, "varied", None):
             return self.varied
-        n = 50_000 if self.quick else 1_000_000
-        dsn = self.fresh_db("bench_varied")
-        jm = JobManager(dsn)
-        jm.init_database()
         rng = random.Random(17)
         syllables = [
             a + b for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou")
@@ -501,28 +532,12 @@ class Bench:
         )[:20_000]
         rng.shuffle(vocab)
         cum = list(itertools.accumulate(1 / rank for rank in range(1, len(vocab) + 1)))
-        t0 = time.perf_counter()
-        batch = 100_000
-        for start in range(0, n, batch):
-            jm.add_jobs(
-                [
-                    f"{i} " + " ".join(rng.choices(vocab, cum_weights=cum, k=rng.randint(35, 55)))
-                    for i in range(start, min(n, start + batch))
-                ],
-                "VIDEO_PROD" if start % (2 * batch) else "IMAGE_TEST",
-            )
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(
-                "INSERT INTO download_queue (job_id, remote_url, local_path, file_type) "
-                "SELECT id, 'gs://bucket/' || id, '/out/' || id, 'video' FROM jobs WHERE id % 10 = 0"
-            )
-            c.execute("VACUUM ANALYZE jobs")
-            c.execute("VACUUM ANALYZE download_queue")
-            size = c.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()[0]
-        log(
-            f"  prefilled {n:,} jobs with varied prompts ({size}) in {time.perf_counter() - t0:.1f}s"
+        self.varied = self.prefill(
+            "bench_varied",
+            lambda i: (
+                f"{i} " + " ".join(rng.choices(vocab, cum_weights=cum, k=rng.randint(35, 55)))
+            ),
         )
-        self.varied = (dsn, n, size)
         return self.varied
 
     def case_stats(self) -> None:
@@ -596,15 +611,7 @@ class Bench:
 
         def pg_dump(d: Path) -> None:
             files["pg_dump"] = d / "pg_dump.sql"
-            subprocess.run(
-                [
-                    self.tool("pg_dump"),
-                    *("-t", "jobs", "-t", "download_queue", "-t", "job_manager_schema_history"),
-                    *("-f", str(files["pg_dump"]), "bench_big"),
-                ],
-                env=self.pgenv,
-                check=True,
-            )
+            self.pg_dump_tables("bench_big", files["pg_dump"])
 
         def floor(_: Path) -> None:
             for table in ("jobs", "download_queue"):
@@ -651,20 +658,7 @@ class Bench:
                 with psycopg.connect(restore_dsn, autocommit=True) as c:
                     c.execute("TRUNCATE download_queue, jobs")
                 verify_s.append(timed(lambda: job_manager.verify_backup(files["ours"])))
-                # pg_dump -t leaves out the functions the tables' triggers call (updated_at, the
-                # NOTIFY of V6): copy their definitions from the source database first.
-                with psycopg.connect(dsn, autocommit=True) as src:
-                    functions = [
-                        r[0]
-                        for r in src.execute(
-                            "SELECT DISTINCT pg_get_functiondef(tgfoid) FROM pg_trigger "
-                            "WHERE NOT tgisinternal "
-                            "AND tgrelid IN ('jobs'::regclass, 'download_queue'::regclass)"
-                        )
-                    ]
-                with psycopg.connect(self.fresh_db("bench_restore_psql"), autocommit=True) as c:
-                    for definition in functions:
-                        c.execute(definition)
+                self.fresh_db_for_pg_dump_of(dsn, "bench_restore_psql")
                 target = JobManager(restore_dsn)
                 restores = [
                     (
@@ -784,15 +778,7 @@ class Bench:
         def pg_dump(d: Path) -> float:
             out = d / "pg_dump.sql.gz"
             d.mkdir(parents=True)
-            subprocess.run(
-                [
-                    self.tool("pg_dump"),
-                    *("-t", "jobs", "-t", "download_queue", "-t", "job_manager_schema_history"),
-                    *("-Z", "6", "-f", str(out), str(db)),
-                ],
-                env=self.pgenv,
-                check=True,
-            )
+            self.pg_dump_tables(str(db), out, "-Z", "6")
             return out.stat().st_size / 2**20
 
         steps: list[tuple[str, Callable[[Path], float]]] = [

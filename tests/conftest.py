@@ -97,6 +97,19 @@ class Server:
             raise RuntimeError(f"psql failed: {out.stderr}")
         return out.stdout
 
+    def pg_dump(self, dbname: str, out: Path, *flags: str) -> Path:
+        """Runs this server's pg_dump with `flags` on `dbname` into `out` (test setup only)."""
+        bindir = Path(self.cluster.bindir) if self.cluster else pgcluster.find_bindir()
+        done = subprocess.run(
+            [str(bindir / "pg_dump"), *flags, "-f", str(out), self.dsn_for(dbname)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_dump failed: {done.stderr}")
+        return out
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -199,12 +199,7 @@ def test_legacy_dump_of_the_oldest_layout_keeps_extra_columns_and_maps_statuses(
                 "INSERT INTO jobs (prompt_text, status, job_type, submitted_at) VALUES "
                 "('old submitted', 'submitted', 'VIDEO_PROD', '2025-07-01 10:00:00')"
             )
-        dump = tmp_path / "airflow_backup_20250701_000000.sql"
-        bindir = Path(server.cluster.bindir) if server.cluster else None
-        pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
-        subprocess.run(
-            [pg_dump, "-f", str(dump), server.dsn_for(source)], check=True, capture_output=True
-        )
+        dump = server.pg_dump(source, tmp_path / "airflow_backup_20250701_000000.sql")
     finally:
         server.drop_database(source)
     result = jm.restore_database(dump, safety_backup=False)
@@ -236,13 +231,8 @@ def test_a_data_only_dump_adds_its_unknown_columns_with_the_types_their_values_f
                 "VALUES ('a', 'IMAGE_TEST', 3, 'first', '2025-07-01', '2025-07-01 10:00:00'), "
                 "('b', 'VIDEO_PROD', 12, '42', '2025-07-02', NULL)"
             )
-        dump = tmp_path / "airflow_backup_20250701_000000.sql"
-        bindir = Path(server.cluster.bindir) if server.cluster else None
-        pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
-        subprocess.run(
-            [pg_dump, "-a", "-t", "jobs", "-f", str(dump), server.dsn_for(source)],
-            check=True,
-            capture_output=True,
+        dump = server.pg_dump(
+            source, tmp_path / "airflow_backup_20250701_000000.sql", "-a", "-t", "jobs"
         )
     finally:
         server.drop_database(source)

@@ -6,7 +6,6 @@ the types a data-only pg_dump's unknown columns are given."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -27,10 +26,6 @@ def fill(jm: JobManager, n: int, tag: str = "bulk") -> None:
         )
 
 
-def pg_bin(server: Server, name: str) -> str:
-    return str(Path(server.cluster.bindir) / name) if server.cluster else name
-
-
 # ---------------------------------------------------------------- data-only pg_dump guessing
 
 
@@ -48,19 +43,8 @@ def data_only_dump(
                     "INSERT INTO jobs (prompt_text, job_type, extra) VALUES (%s, 'IMAGE_TEST', %s)",
                     (f"p{i}", v),
                 )
-        dump = tmp_path / "airflow_backup_20250701_000000.sql"
-        subprocess.run(
-            [
-                pg_bin(server, "pg_dump"),
-                "-a",
-                "-t",
-                "jobs",
-                "-f",
-                str(dump),
-                server.dsn_for(source),
-            ],
-            check=True,
-            capture_output=True,
+        dump = server.pg_dump(
+            source, tmp_path / "airflow_backup_20250701_000000.sql", "-a", "-t", "jobs"
         )
     finally:
         server.drop_database(source)

@@ -254,20 +254,8 @@ def test_a_dump_written_with_standard_conforming_strings_off(
                 "INSERT INTO jobs (prompt_text, job_type) VALUES (%s, 'IMAGE_TEST')",
                 ("C:\\path\\to\\file it's",),
             )
-        dump = tmp_path / "scs_off.sql"
-        bindir = Path(server.cluster.bindir) if server.cluster else None
-        subprocess.run(
-            [
-                str(bindir / "pg_dump") if bindir else "pg_dump",
-                "--data-only",
-                "--column-inserts",
-                "-t",
-                "jobs",
-                "-f",
-                str(dump),
-                server.dsn_for(source),
-            ],
-            check=True,
+        dump = server.pg_dump(
+            source, tmp_path / "scs_off.sql", "--data-only", "--column-inserts", "-t", "jobs"
         )
         assert "standard_conforming_strings = off" in dump.read_text()
         jm.import_jobs(dump, mode="replace", safety_backup=False)
@@ -283,13 +271,8 @@ def test_plain_inserts_dumps_are_read(
 ) -> None:
     jm.add_jobs([f"plain {i}" for i in range(5)], "IMAGE_TEST")
     before = content(db)
-    bindir = Path(server.cluster.bindir) if server.cluster else None
     for flags in (["--inserts"], ["--inserts", "--rows-per-insert=2"]):
-        dump = tmp_path / "plain.sql"
-        subprocess.run(
-            [str(bindir / "pg_dump") if bindir else "pg_dump", *flags, "-f", str(dump), dsn],
-            check=True,
-        )
+        dump = server.pg_dump(conninfo_to_dict(dsn)["dbname"], tmp_path / "plain.sql", *flags)
         assert verify_backup(dump).rows["jobs"] == 5
         jm.import_jobs(dump, mode="replace", safety_backup=False)
         assert content(db) == before, flags
