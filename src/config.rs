@@ -319,7 +319,7 @@ impl Settings {
     }
 
     /// `target_session_attrs` as libpq spells it (the driver knows `read-write` and `any`).
-    pub fn libpq_target_session_attrs(&self) -> &'static str {
+    fn libpq_target_session_attrs(&self) -> &'static str {
         if matches!(
             self.pg.get_target_session_attrs(),
             postgres::config::TargetSessionAttrs::ReadWrite
@@ -330,10 +330,10 @@ impl Settings {
         }
     }
 
-    /// libpq's variables for a child process (pg_dump) to connect as we do: TLS settings,
-    /// channel binding and application_name. The password is not among them (see the caller).
-    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![("PGSSLMODE", self.tls.mode.as_str().to_owned())];
+    /// libpq's keywords for TLS as our own connections do it, channel binding and
+    /// application_name (part of [`Settings::dbapi_params`]).
+    fn libpq_tls_params(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("sslmode", self.tls.mode.as_str().to_owned())];
         if let Some(root) = &self.tls.root_cert {
             // libpq before 16 reads "system" as a file name: give it the OS bundle instead.
             let root = if root == "system" {
@@ -344,21 +344,21 @@ impl Settings {
             } else {
                 root.clone()
             };
-            env.push(("PGSSLROOTCERT", root));
+            env.push(("sslrootcert", root));
         }
         if let Some(cert) = &self.tls.cert {
-            env.push(("PGSSLCERT", cert.display().to_string()));
+            env.push(("sslcert", cert.display().to_string()));
         }
         if let Some(key) = &self.tls.key {
-            env.push(("PGSSLKEY", key.display().to_string()));
+            env.push(("sslkey", key.display().to_string()));
         }
         if let Some(name) = self.pg.get_application_name() {
-            env.push(("PGAPPNAME", name.to_owned()));
+            env.push(("application_name", name.to_owned()));
         }
-        // Always given, so a child never falls back to libpq's default ("prefer") or to a
-        // PGCHANNELBINDING of its own environment: `require` must stay required.
+        // Always given, so libpq never falls back to its default ("prefer") or to a
+        // PGCHANNELBINDING of the environment: `require` must stay required.
         env.push((
-            "PGCHANNELBINDING",
+            "channel_binding",
             match self.pg.get_channel_binding() {
                 postgres::config::ChannelBinding::Disable => "disable",
                 postgres::config::ChannelBinding::Prefer => "prefer",
@@ -372,11 +372,11 @@ impl Settings {
 }
 
 impl Settings {
-    /// libpq's connection keywords for a psycopg2 connection made as the pool's are: hosts,
-    /// ports, database, user, TLS (as [`Settings::libpq_env`]), `connect_timeout`,
-    /// `application_name`, TCP keepalives and `tcp_user_timeout`, and the DSN's `options`.
-    /// The password is among them when there is one: for `psycopg2.connect` only, never to be
-    /// logged or shown.
+    /// libpq's connection keywords for a connection made as the pool's are (psycopg2's in
+    /// `get_connection()`, pg_dump's in `dump_database`): hosts, ports, database, user, TLS,
+    /// channel binding, `connect_timeout`, `application_name`, TCP keepalives and
+    /// `tcp_user_timeout`, `target_session_attrs` and the DSN's `options`. The password is
+    /// among them when there is one: to hand to libpq only, never to be logged or shown.
     pub fn dbapi_params(&self) -> Vec<(&'static str, String)> {
         let pg = &self.pg;
         let join = |items: Vec<String>| items.join(",");
@@ -443,19 +443,7 @@ impl Settings {
             "target_session_attrs",
             self.libpq_target_session_attrs().to_owned(),
         ));
-        // TLS and application_name exactly as pg_dump gets them (PGSSLMODE -> sslmode, ...).
-        for (var, value) in self.libpq_env() {
-            let key = match var {
-                "PGSSLMODE" => "sslmode",
-                "PGSSLROOTCERT" => "sslrootcert",
-                "PGSSLCERT" => "sslcert",
-                "PGSSLKEY" => "sslkey",
-                "PGAPPNAME" => "application_name",
-                "PGCHANNELBINDING" => "channel_binding",
-                _ => continue,
-            };
-            out.push((key, value));
-        }
+        out.extend(self.libpq_tls_params());
         out
     }
 }

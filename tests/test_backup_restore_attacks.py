@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import job_manager
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 from conftest import Server, scalar
 from job_manager import BackupError, JobManager, verify_backup
+from psycopg.conninfo import conninfo_to_dict
 
 FILLER = "lorem ipsum dolor sit amet, tab\t backslash \\ " * 5
 
@@ -345,6 +347,41 @@ def test_an_unencoded_at_sign_in_a_url_password_does_not_show_the_rest_of_it() -
 # ---------------------------------------------------------------- channel_binding elsewhere
 
 from test_tls import TlsServer, tls  # noqa: E402,F401
+
+
+def test_dump_database_passes_the_connection_as_one_quoted_string(
+    server: Server, dsn: str, tmp_path: Path
+) -> None:
+    """pg_dump gets the pool's libpq keywords as one connection string: values with spaces,
+    quotes and backslashes (application_name, options) arrive intact, and the password is in
+    its environment, never on its command line."""
+    real = Path(server.cluster.bindir) / "pg_dump" if server.cluster else Path("pg_dump")
+    seen = tmp_path / "seen.txt"
+    wrapper = tmp_path / "pg_dump"
+    # printf, not echo: dash's echo would turn the backslash it is shown into something else.
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"for a in \"$@\"; do printf 'ARG: %s\\n' \"$a\" >> '{seen}'; done\n"
+        f"exec '{real}' \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    name = "it's a \\ test"
+    query = urllib.parse.urlencode(
+        {"application_name": name, "options": "-c work_mem=5MB"}, quote_via=urllib.parse.quote
+    )
+    jm = JobManager(f"{dsn}?{query}", connect_timeout=5)
+    try:
+        jm.init_database()
+        info = jm.dump_database(tmp_path / "dumps", keep=None, pg_dump=wrapper)
+    finally:
+        jm.close()
+    assert info.rows == {"jobs": 0, "download_queue": 0}
+    args = seen.read_text()
+    password = conninfo_to_dict(dsn)["password"]
+    assert password
+    assert password not in args
+    assert "application_name='it\\'s a \\\\ test'" in args, args
+    assert "options='-c work_mem=5MB'" in args, args
 
 
 def test_dump_database_keeps_channel_binding_require(

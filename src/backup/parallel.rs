@@ -191,11 +191,8 @@ pub fn start<'scope>(
     // read of each) before any stream exists, as pg_dump -j's leader does: a session that
     // asks for an exclusive lock later queues behind all of them, and nobody in the backup
     // then asks for a lock behind it (see `open_stream`).
-    tx.batch_execute(
-        "LOCK TABLE ONLY jobs, ONLY download_queue IN ACCESS SHARE MODE;
-         EXPLAIN SELECT 1 FROM ONLY jobs; EXPLAIN SELECT 1 FROM ONLY download_queue;",
-    )
-    .context("locking the tables for the backup")?;
+    tx.batch_execute(&take_locks_sql(""))
+        .context("locking the tables for the backup")?;
     let snapshot: String = tx
         .query_one("SELECT pg_export_snapshot()", &[])
         .context("exporting the backup snapshot for its parallel streams")?
@@ -586,10 +583,9 @@ async fn open_stream(pool: &LazyPool, i: usize, snapshot: &str) -> Result<tokio_
     // one that ever waits longer than this for a lock fails it (55P03) instead of hanging.
     client
         .batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms';
-             LOCK TABLE ONLY jobs, ONLY download_queue IN ACCESS SHARE MODE NOWAIT;
-             EXPLAIN SELECT 1 FROM ONLY jobs; EXPLAIN SELECT 1 FROM ONLY download_queue;",
-            STREAM_LOCK_WAIT.as_millis()
+            "SET LOCAL lock_timeout = '{}ms'; {}",
+            STREAM_LOCK_WAIT.as_millis(),
+            take_locks_sql(" NOWAIT")
         ))
         .await
         .map_err(|e| {
@@ -605,6 +601,15 @@ async fn open_stream(pool: &LazyPool, i: usize, snapshot: &str) -> Result<tokio_
             }
         })?;
     Ok(client)
+}
+
+/// Takes every lock a backup's reads need: the tables (`wait`: "" or " NOWAIT") and, by
+/// planning a read of each, their indexes.
+fn take_locks_sql(wait: &str) -> String {
+    format!(
+        "LOCK TABLE ONLY jobs, ONLY download_queue IN ACCESS SHARE MODE{wait};
+         EXPLAIN SELECT 1 FROM ONLY jobs; EXPLAIN SELECT 1 FROM ONLY download_queue;"
+    )
 }
 
 /// How long a stream may wait for a lock (see [`open_stream`]).

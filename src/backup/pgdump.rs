@@ -5,8 +5,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use postgres::config::Host;
-
 use super::files::{self, TempFile};
 use super::reader::{Auth, BackupFile};
 use crate::config::Settings;
@@ -128,57 +126,36 @@ pub fn dump_database(
     Ok(info)
 }
 
-/// pg_dump's connection as the pool's: every host and port, user, database, TLS, channel
-/// binding, options, target_session_attrs, application_name and connect_timeout. The
-/// password travels in the environment, never on the command line.
+/// pg_dump's connection as the pool's: the libpq keywords psycopg2 connections get
+/// ([`Settings::dbapi_params`]: every host and port, database, user, TLS, channel binding,
+/// options, target_session_attrs, application_name, connect_timeout, keepalives) as one
+/// connection string in `--dbname`, each value quoted as libpq reads it (a database name
+/// holding `=` stays a name). The password travels in the environment, never on the command
+/// line.
 fn connect_as_we_do(cmd: &mut Command, settings: &Settings) {
-    let pg = settings.pg();
-    // Every host and port, as libpq's comma-separated lists: pg_dump tries them in order
-    // (with target_session_attrs below) as our connections do.
-    let hosts: Vec<String> = pg
-        .get_hosts()
-        .iter()
-        .map(|host| match host {
-            Host::Tcp(name) => name.clone(),
-            Host::Unix(path) => path.display().to_string(),
-        })
+    let conninfo: Vec<String> = settings
+        .dbapi_params()
+        .into_iter()
+        .filter(|(key, _)| *key != "password")
+        .map(|(key, value)| format!("{key}={}", conninfo_value(&value)))
         .collect();
-    if !hosts.is_empty() {
-        cmd.arg("--host").arg(hosts.join(","));
-    }
-    if !pg.get_ports().is_empty() {
-        let ports: Vec<String> = pg.get_ports().iter().map(ToString::to_string).collect();
-        cmd.arg("--port").arg(ports.join(","));
-    }
-    if let Some(options) = pg.get_options() {
-        cmd.env("PGOPTIONS", options);
-    }
-    cmd.env(
-        "PGTARGETSESSIONATTRS",
-        settings.libpq_target_session_attrs(),
-    );
-    if let Some(user) = pg.get_user() {
-        cmd.arg("--username").arg(user);
-    }
-    // In the environment: a `--dbname` holding `=` would be read as a whole connection string.
-    if let Some(db) = pg.get_dbname() {
-        cmd.env("PGDATABASE", db);
-    }
-    if !pg.get_hostaddrs().is_empty() {
-        let addrs: Vec<String> = pg.get_hostaddrs().iter().map(ToString::to_string).collect();
-        cmd.env("PGHOSTADDR", addrs.join(","));
-    }
-    // The password travels in the environment, never on the command line.
+    cmd.arg("--dbname").arg(conninfo.join(" "));
     if let Some(pw) = settings.password() {
         cmd.env("PGPASSWORD", pw);
     }
-    // TLS exactly as our own connections (sslmode, sslrootcert, sslcert, sslkey, channel
-    // binding), and our application_name.
-    cmd.envs(settings.libpq_env());
-    cmd.env(
-        "PGCONNECT_TIMEOUT",
-        settings.connect_timeout().as_secs().max(1).to_string(),
-    );
+}
+
+/// A value of a libpq connection string: bare when it is a plain word, otherwise in single
+/// quotes with `\` and `'` escaped.
+fn conninfo_value(value: &str) -> String {
+    if !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
+    {
+        return value.to_owned();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 #[cfg(test)]
